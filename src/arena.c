@@ -1,0 +1,240 @@
+/*
+ * arena.c -- chunks, small arenas, medium spans and abandoned pools: the
+ * shared state behind pym_arena_lock.
+ *
+ * A chunk is 256 KiB of address space, aligned to 256 KiB, mapped with
+ * pym_os_map_aligned and described by a pym_arena_t kept out of line.  It is
+ * either a small arena (64 pools of 4 KiB) or a medium span (one class).
+ *
+ * Small arenas hand out pools to thread heaps in batches.  As in CPython,
+ * new pools come from the most used arenas first, so that lightly used
+ * arenas can drain completely and go back to the OS: arenas with free pools
+ * sit in buckets by their number of free pools (1..64), and a bitmap of
+ * non-empty buckets finds the fullest usable arena with one count-trailing-
+ * zeros.  An arena records which of its pools are free in a 64-bit mask, so
+ * never-used and returned pools are handed out the same way, lowest address
+ * first.
+ *
+ * A chunk whose last pool comes back (or a medium span that empties) is
+ * released: up to PYM_CHUNK_CACHE_MAX empty chunks stay mapped, so a program
+ * allocating and freeing around an arena boundary does not map and unmap in
+ * a loop; beyond that the chunk is unmapped.  Pools of a chunk that stays in
+ * use keep their pages (like CPython); only whole chunks are returned.
+ *
+ * Abandoned pools: when a thread exits, each of its pools that still holds
+ * live blocks loses its owner and waits here, in a list per class.  A thread
+ * that needs a pool of that class adopts it before taking a fresh one, and a
+ * thread that frees a block into it adopts it on the spot (heap.c).
+ */
+#include <string.h>
+
+#include "internal.h"
+
+pthread_mutex_t pym_arena_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static pym_arena_t *pym_usable_buckets[PYM_POOLS_PER_ARENA]; /* [n - 1]: small arenas with n free pools */
+static uint64_t pym_usable_mask;                     /* bit n - 1 set when bucket n - 1 is non-empty */
+static pym_arena_t *pym_chunk_cache;                 /* empty chunks kept mapped (linked by next) */
+static unsigned pym_chunk_cache_count;               /* length of pym_chunk_cache */
+static pym_arena_t *pym_all_chunks;                  /* every chunk in use (all_next) */
+static pym_pool_t *pym_abandoned[PYM_CLASS_COUNT];   /* per class: pools whose thread exited */
+static size_t pym_chunks_now, pym_chunks_total, pym_chunks_returned, pym_chunks_peak;
+
+/* ---- usable-arena buckets ------------------------------------------------ */
+static void pym_bucket_insert(pym_arena_t *arena)
+{
+    unsigned bucket = arena->free_pools - 1;
+    arena->prev = NULL;
+    arena->next = pym_usable_buckets[bucket];
+    if (arena->next)
+        arena->next->prev = arena;
+    pym_usable_buckets[bucket] = arena;
+    pym_usable_mask |= (uint64_t)1 << bucket;
+}
+
+static void pym_bucket_remove(pym_arena_t *arena)
+{
+    unsigned bucket = arena->free_pools - 1;
+    if (arena->prev)
+        arena->prev->next = arena->next;
+    else
+        pym_usable_buckets[bucket] = arena->next;
+    if (arena->next)
+        arena->next->prev = arena->prev;
+    if (pym_usable_buckets[bucket] == NULL)
+        pym_usable_mask &= ~((uint64_t)1 << bucket);
+    arena->next = arena->prev = NULL;
+}
+
+/* ---- chunks -------------------------------------------------------------- */
+static pym_arena_t *pym_chunk_acquire(uint8_t kind)
+{
+    pym_arena_t *arena = pym_chunk_cache;
+    if (arena != NULL) {
+        pym_chunk_cache = arena->next;
+        pym_chunk_cache_count--;
+    } else {
+        void *base = pym_os_map_aligned(PYM_CHUNK_SIZE, PYM_CHUNK_SIZE);
+        if (base == NULL)
+            return NULL;
+        arena = pym_meta_alloc(sizeof(pym_arena_t));
+        if (arena == NULL) {
+            pym_os_unmap(base, PYM_CHUNK_SIZE);
+            return NULL;
+        }
+        arena->base = (uintptr_t)base;
+        pym_chunks_total++;
+    }
+    uintptr_t base = arena->base;
+    memset(arena, 0, sizeof(*arena));
+    arena->base = base;
+    arena->kind = kind;
+    if (!pym_chunkmap_set(base, PYM_CHUNK_SIZE, (uintptr_t)arena | kind)) {
+        pym_os_unmap((void *)base, PYM_CHUNK_SIZE);
+        pym_meta_free(arena, sizeof(pym_arena_t));
+        pym_chunks_returned++;
+        return NULL;
+    }
+    arena->all_next = pym_all_chunks;
+    if (pym_all_chunks)
+        pym_all_chunks->all_prev = arena;
+    pym_all_chunks = arena;
+    if (++pym_chunks_now > pym_chunks_peak)
+        pym_chunks_peak = pym_chunks_now;
+    return arena;
+}
+
+static void pym_chunk_release(pym_arena_t *arena)
+{
+    pym_chunkmap_clear(arena->base, PYM_CHUNK_SIZE);
+    if (arena->all_prev)
+        arena->all_prev->all_next = arena->all_next;
+    else
+        pym_all_chunks = arena->all_next;
+    if (arena->all_next)
+        arena->all_next->all_prev = arena->all_prev;
+    pym_chunks_now--;
+    if (pym_chunk_cache_count < PYM_CHUNK_CACHE_MAX) {
+        arena->next = pym_chunk_cache;
+        pym_chunk_cache = arena;
+        pym_chunk_cache_count++;
+        return;
+    }
+    pym_os_unmap((void *)arena->base, PYM_CHUNK_SIZE);
+    pym_meta_free(arena, sizeof(pym_arena_t));
+    pym_chunks_returned++;
+}
+
+/* ---- small pools ----------------------------------------------------------- */
+pym_pool_t *pym_arena_take_pools_locked(unsigned want, unsigned *got)
+{
+    pym_pool_t *list = NULL, **tail = &list;
+    *got = 0;
+    while (*got < want) {
+        pym_arena_t *arena;
+        if (pym_usable_mask != 0) {
+            arena = pym_usable_buckets[__builtin_ctzll(pym_usable_mask)];
+            pym_bucket_remove(arena);
+        } else {
+            arena = pym_chunk_acquire(PYM_CHUNK_SMALL);
+            if (arena == NULL)
+                break;
+            arena->free_mask = ~(uint64_t)0;
+            arena->free_pools = PYM_POOLS_PER_ARENA;
+        }
+        while (arena->free_pools > 0 && *got < want) {
+            unsigned index = (unsigned)__builtin_ctzll(arena->free_mask);
+            arena->free_mask &= arena->free_mask - 1;
+            arena->free_pools--;
+            pym_pool_t *pool = (pym_pool_t *)(arena->base + (uintptr_t)index * PYM_POOL_SIZE);
+            pool->arena = arena;
+            pool->index = (uint16_t)index;
+            pool->owner = NULL;
+            pool->state = PYM_POOL_EMPTY;
+            pool->next = NULL;
+            *tail = pool;
+            tail = &pool->next;
+            (*got)++;
+        }
+        if (arena->free_pools > 0)
+            pym_bucket_insert(arena);
+    }
+    return list;
+}
+
+pym_pool_t *pym_arena_take_span_locked(unsigned size_class)
+{
+    pym_arena_t *arena = pym_chunk_acquire(PYM_CHUNK_MEDIUM);
+    if (arena == NULL)
+        return NULL;
+    pym_pool_t *span = &arena->span;
+    span->arena = arena;
+    pym_pool_init(span, size_class, NULL);
+    return span;
+}
+
+void pym_arena_release_pool_locked(pym_pool_t *pool)
+{
+    pym_arena_t *arena = pool->arena;
+    __atomic_store_n(&pool->owner, NULL, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool->state, PYM_POOL_UNUSED, __ATOMIC_RELAXED);
+    if (arena->kind == PYM_CHUNK_MEDIUM) {
+        pym_chunk_release(arena);
+        return;
+    }
+    if (arena->free_pools > 0)
+        pym_bucket_remove(arena);
+    arena->free_mask |= (uint64_t)1 << pool->index;
+    arena->free_pools++;
+    if (arena->free_pools == PYM_POOLS_PER_ARENA)
+        pym_chunk_release(arena);
+    else
+        pym_bucket_insert(arena);
+}
+
+/* ---- abandoned pools --------------------------------------------------------- */
+void pym_arena_abandon_pool_locked(pym_pool_t *pool)
+{
+    unsigned size_class = pool->size_class;
+    __atomic_store_n(&pool->owner, NULL, __ATOMIC_RELEASE);
+    __atomic_store_n(&pool->state, PYM_POOL_ABANDONED, __ATOMIC_RELAXED);
+    pool->prev = NULL;
+    pool->next = pym_abandoned[size_class];
+    if (pool->next)
+        pool->next->prev = pool;
+    pym_abandoned[size_class] = pool;
+}
+
+void pym_arena_unlink_abandoned_locked(pym_pool_t *pool)
+{
+    if (pool->prev)
+        pool->prev->next = pool->next;
+    else
+        pym_abandoned[pool->size_class] = pool->next;
+    if (pool->next)
+        pool->next->prev = pool->prev;
+    pool->next = pool->prev = NULL;
+}
+
+pym_pool_t *pym_arena_adopt_pool_locked(unsigned size_class)
+{
+    pym_pool_t *pool = pym_abandoned[size_class];
+    if (pool != NULL)
+        pym_arena_unlink_abandoned_locked(pool);
+    return pool;
+}
+
+/* ---- statistics and fork ------------------------------------------------------ */
+pym_arena_t *pym_arena_first_locked(void)
+{
+    return pym_all_chunks;
+}
+
+void pym_arena_counters_locked(pym_stats_t *out)
+{
+    out->arenas_now = pym_chunks_now;
+    out->arenas_total = pym_chunks_total;
+    out->arenas_returned = pym_chunks_returned;
+    out->arenas_cached = pym_chunk_cache_count;
+    out->arenas_peak = pym_chunks_peak;
+}

@@ -1,0 +1,509 @@
+/*
+ * heap.c -- thread heaps: the per-thread owners of pools.
+ *
+ * Every thread starts with pym_tls_heap pointing at pym_startup_heap, whose
+ * class lists all hold pym_empty_pool (a pool with no free block).  The first
+ * malloc therefore lands on the slow path, which gives the thread a heap of
+ * its own, reusing one left by an exited thread when there is one.  No branch
+ * on "has this thread a heap yet" exists on the fast path.
+ *
+ * A heap keeps, per class, a doubly linked list of pools with free blocks;
+ * the list head is where malloc's fast path pops.  Pools with no block left
+ * move to the heap's full list and come back on the first free (CPython's
+ * used/full pool states).  Emptied small pools wait in a small per-heap cache
+ * before going back to their arena, except the last pool of a class, which
+ * stays put so that a malloc/free loop on one size never leaves the fast path.
+ *
+ * Frees from other threads.  A block freed by a thread that does not own its
+ * pool is pushed with one CAS onto the owner heap's `remote` list; the owner
+ * collects the list on its malloc slow path and frees each block locally.  No
+ * pool field is written by a foreign thread, so the owner's fast paths stay
+ * plain loads and stores.
+ *
+ * Thread exit (the pthread key destructor):
+ *   1. collect the remote list;
+ *   2. under the arena lock, give back every empty pool and abandon every
+ *      other one (owner = NULL, listed per class in arena.c);
+ *   3. swap the remote list for PYM_REMOTE_CLOSED and free what arrived
+ *      meanwhile.  A thread that read the old owner before step 2 and tries
+ *      to push afterwards sees CLOSED, re-reads the pool's owner (now NULL or
+ *      an adopter) and frees there.  Nothing is lost and nobody waits.
+ * The dead heap is kept for the next new thread.  A block freed into an
+ * abandoned pool makes the freeing thread adopt the pool (one arena-lock
+ * acquisition per pool, not per block); threads without a heap free into
+ * the abandoned pool directly under the lock.
+ *
+ * After its heap is gone a thread can still allocate (destructors of other
+ * libraries run later); it then uses the shared heap, the one heap guarded
+ * by a mutex.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+pym_pool_t pym_empty_pool;
+pym_heap_t pym_startup_heap = {
+    .pools = {[0 ... PYM_CLASS_COUNT - 1] = &pym_empty_pool},
+    .state = PYM_HEAP_STARTUP,
+};
+__thread pym_heap_t *pym_tls_heap __attribute__((tls_model("initial-exec"))) = &pym_startup_heap;
+static __thread bool pym_tls_heap_retired __attribute__((tls_model("initial-exec"))); /* key destructor ran */
+
+static pym_heap_t pym_shared_heap = {
+    .pools = {[0 ... PYM_CLASS_COUNT - 1] = &pym_empty_pool},
+    .state = PYM_HEAP_SHARED,
+};
+static pthread_mutex_t pym_shared_heap_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static pym_heap_t *pym_all_heaps;      /* every heap made (next_heap), under the arena lock */
+static pym_heap_t *pym_dead_heaps;     /* heaps of exited threads (next_dead), under the arena lock */
+static size_t pym_heaps_live;          /* heaps owned by running threads */
+
+/* ---- class lists ------------------------------------------------------------ */
+static void pym_class_list_push(pym_heap_t *heap, pym_pool_t *pool)
+{
+    pym_pool_t **head = &heap->pools[pool->size_class];
+    pool->prev = NULL;
+    pool->next = *head == &pym_empty_pool ? NULL : *head;
+    if (pool->next)
+        pool->next->prev = pool;
+    *head = pool;
+    __atomic_store_n(&pool->state, PYM_POOL_USED, __ATOMIC_RELAXED);
+}
+
+static void pym_class_list_remove(pym_heap_t *heap, pym_pool_t *pool)
+{
+    if (pool->prev)
+        pool->prev->next = pool->next;
+    else
+        heap->pools[pool->size_class] = pool->next ? pool->next : &pym_empty_pool;
+    if (pool->next)
+        pool->next->prev = pool->prev;
+    pool->next = pool->prev = NULL;
+}
+
+static void pym_full_list_push(pym_heap_t *heap, pym_pool_t *pool)
+{
+    pool->prev = NULL;
+    pool->next = heap->full;
+    if (pool->next)
+        pool->next->prev = pool;
+    heap->full = pool;
+    __atomic_store_n(&pool->state, PYM_POOL_FULL, __ATOMIC_RELAXED);
+}
+
+static void pym_full_list_remove(pym_heap_t *heap, pym_pool_t *pool)
+{
+    if (pool->prev)
+        pool->prev->next = pool->next;
+    else
+        heap->full = pool->next;
+    if (pool->next)
+        pool->next->prev = pool->prev;
+    pool->next = pool->prev = NULL;
+}
+
+/* Put a pool this heap just acquired (adopted or fresh) where it belongs. */
+static void pym_heap_link_pool(pym_heap_t *heap, pym_pool_t *pool)
+{
+    if (pool->free != NULL || pool->bump < pool->limit)
+        pym_class_list_push(heap, pool);
+    else
+        pym_full_list_push(heap, pool);
+}
+
+/* An emptied small pool is reset (so a stray free into it fails validation)
+ * and cached; past the cache limit half the cache returns to the arenas. */
+static void pym_heap_cache_empty_pool(pym_heap_t *heap, pym_pool_t *pool)
+{
+    pool->free = NULL;
+    __atomic_store_n(&pool->bump, pym_pool_first_block(pool), __ATOMIC_RELAXED);
+    __atomic_store_n(&pool->state, PYM_POOL_EMPTY, __ATOMIC_RELAXED);
+    pool->prev = NULL;
+    pool->next = heap->empty;
+    heap->empty = pool;
+    if (++heap->empty_count <= PYM_HEAP_EMPTY_POOLS_MAX)
+        return;
+    pthread_mutex_lock(&pym_arena_lock);
+    while (heap->empty_count > PYM_HEAP_EMPTY_POOLS_MAX / 2) {
+        pym_pool_t *victim = heap->empty;
+        heap->empty = victim->next;
+        heap->empty_count--;
+        pym_arena_release_pool_locked(victim);
+    }
+    pthread_mutex_unlock(&pym_arena_lock);
+}
+
+/* ---- freeing ------------------------------------------------------------------ */
+void pym_heap_free_local_slow(pym_heap_t *heap, pym_pool_t *pool)
+{
+    if (pool->state == PYM_POOL_FULL) {
+        pym_full_list_remove(heap, pool);
+        pym_class_list_push(heap, pool);
+    }
+    if (pool->used != 0)
+        return;
+    /* Empty: keep the class's last pool, release the others. */
+    if (heap->pools[pool->size_class] == pool && pool->next == NULL)
+        return;
+    pym_class_list_remove(heap, pool);
+    if (pool->size_class < PYM_SMALL_CLASSES) {
+        pym_heap_cache_empty_pool(heap, pool);
+    } else {
+        pthread_mutex_lock(&pym_arena_lock);
+        pym_arena_release_pool_locked(pool);
+        pthread_mutex_unlock(&pym_arena_lock);
+    }
+#ifdef PYM_DEBUG
+    pym_heap_verify(heap);
+#endif
+}
+
+/* Free into an abandoned pool: adopt it when this thread has a heap of its
+ * own, else free under the arena lock (which owns abandoned pools). */
+static void pym_heap_free_abandoned(pym_pool_t *pool, pym_block_t *block)
+{
+    pym_heap_t *heap = pym_tls_heap;
+    pthread_mutex_lock(&pym_arena_lock);
+    if (__atomic_load_n(&pool->owner, __ATOMIC_ACQUIRE) != NULL) {
+        pthread_mutex_unlock(&pym_arena_lock); /* adopted meanwhile: route again */
+        pym_heap_free_remote(pool, block);
+        return;
+    }
+    if (pool->state != PYM_POOL_ABANDONED) {
+        pthread_mutex_unlock(&pym_arena_lock);
+        pym_fatal("pymalloc: free(): invalid pointer %p: its pool is not in use (double free?)", (void *)block);
+    }
+    if (heap->state == PYM_HEAP_LIVE) {
+        pym_arena_unlink_abandoned_locked(pool);
+        __atomic_store_n(&pool->owner, heap, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&pym_arena_lock);
+        pym_heap_link_pool(heap, pool);
+        pym_pool_free_block(heap, pool, block);
+        return;
+    }
+    if (block == pool->free)
+        pym_fatal("pymalloc: free(): double free of block %p (%u-byte class)", (void *)block,
+                  pym_classes[pool->size_class].block_size);
+    block->next = pool->free;
+    pool->free = block;
+    if (--pool->used == 0) {
+        pym_arena_unlink_abandoned_locked(pool);
+        pym_arena_release_pool_locked(pool);
+    }
+    pthread_mutex_unlock(&pym_arena_lock);
+}
+
+void pym_heap_free_remote(pym_pool_t *pool, pym_block_t *block)
+{
+    for (;;) {
+        pym_heap_t *owner = __atomic_load_n(&pool->owner, __ATOMIC_ACQUIRE);
+        if (owner == NULL) {
+            pym_heap_free_abandoned(pool, block);
+            return;
+        }
+        pym_block_t *head = __atomic_load_n(&owner->remote, __ATOMIC_RELAXED);
+        while (head != PYM_REMOTE_CLOSED) {
+            block->next = head;
+            if (__atomic_compare_exchange_n(&owner->remote, &head, block, true, __ATOMIC_RELEASE,
+                                            __ATOMIC_RELAXED))
+                return;
+        }
+        /* The owner is retiring: its pools are abandoned by now; look again. */
+    }
+}
+
+/* Free every block of a list taken from a heap's remote list. */
+static void pym_heap_free_list(pym_heap_t *heap, pym_block_t *list)
+{
+    while (list != NULL) {
+        pym_block_t *next = list->next;
+        uintptr_t entry = pym_chunkmap_lookup((uintptr_t)list);
+        pym_pool_t *pool = (entry & PYM_CHUNK_KIND_MASK) == PYM_CHUNK_SMALL
+                               ? (pym_pool_t *)((uintptr_t)list & ~(PYM_POOL_SIZE - 1))
+                               : &((pym_arena_t *)(entry & ~PYM_CHUNK_KIND_MASK))->span;
+        if (__atomic_load_n(&pool->owner, __ATOMIC_ACQUIRE) == heap)
+            pym_pool_free_block(heap, pool, list);
+        else
+            pym_heap_free_remote(pool, list); /* the pool changed hands since the push */
+        list = next;
+    }
+}
+
+static void pym_heap_collect_remote(pym_heap_t *heap)
+{
+    pym_block_t *list = __atomic_exchange_n(&heap->remote, NULL, __ATOMIC_ACQUIRE);
+    pym_heap_free_list(heap, list);
+}
+
+/* ---- allocating ----------------------------------------------------------------- */
+/* A pool of `size_class` for the heap: its empty cache, an abandoned pool, or
+ * fresh pools from the arenas (a batch, the spare ones cached). */
+static pym_pool_t *pym_heap_new_pool(pym_heap_t *heap, unsigned size_class)
+{
+    pym_pool_t *pool;
+    if (size_class < PYM_SMALL_CLASSES && heap->empty != NULL) {
+        pool = heap->empty;
+        heap->empty = pool->next;
+        heap->empty_count--;
+        pym_pool_init(pool, size_class, heap);
+        pym_class_list_push(heap, pool);
+        return pool;
+    }
+    pthread_mutex_lock(&pym_arena_lock);
+    pool = pym_arena_adopt_pool_locked(size_class);
+    if (pool != NULL) {
+        __atomic_store_n(&pool->owner, heap, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&pym_arena_lock);
+        pym_heap_link_pool(heap, pool);
+        return pool;
+    }
+    if (size_class >= PYM_SMALL_CLASSES) {
+        pool = pym_arena_take_span_locked(size_class);
+        if (pool != NULL)
+            __atomic_store_n(&pool->owner, heap, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&pym_arena_lock);
+        if (pool != NULL)
+            pym_class_list_push(heap, pool);
+        return pool;
+    }
+    unsigned got;
+    pool = pym_arena_take_pools_locked(PYM_HEAP_POOL_BATCH, &got);
+    for (pym_pool_t *spare = pool ? pool->next : NULL; spare != NULL; spare = spare->next)
+        spare->owner = heap;
+    pthread_mutex_unlock(&pym_arena_lock);
+    if (pool == NULL)
+        return NULL;
+    pym_pool_t *spare = pool->next;
+    while (spare != NULL) {
+        pym_pool_t *next = spare->next;
+        pym_heap_cache_empty_pool(heap, spare);
+        spare = next;
+    }
+    pym_pool_init(pool, size_class, heap);
+    pym_class_list_push(heap, pool);
+    return pool;
+}
+
+/* Take a block from a pool's never-used area.  Small pools carve a batch
+ * onto the free list (ascending addresses); medium spans one block, so pages
+ * of large blocks are not touched before they are handed out. */
+static void *pym_pool_carve(pym_pool_t *pool)
+{
+    const pym_class_t *cls = &pym_classes[pool->size_class];
+    char *block = pool->bump;
+    char *end = block + cls->block_size;
+    if (pool->size_class < PYM_SMALL_CLASSES) {
+        char *batch_end = block + (size_t)cls->block_size * PYM_BUMP_BATCH;
+        if (batch_end > pool->limit)
+            batch_end = pool->limit;
+        pym_block_t *list = NULL;
+        for (char *cursor = batch_end - cls->block_size; cursor >= end; cursor -= cls->block_size) {
+            ((pym_block_t *)cursor)->next = list;
+            list = (pym_block_t *)cursor;
+        }
+        pool->free = list;
+        end = batch_end;
+    }
+    __atomic_store_n(&pool->bump, end, __ATOMIC_RELAXED);
+    pool->used++;
+    return block;
+}
+
+static void *pym_heap_alloc_from(pym_heap_t *heap, unsigned size_class)
+{
+#ifdef PYM_DEBUG
+    pym_heap_verify(heap);
+#endif
+    if (__atomic_load_n(&heap->remote, __ATOMIC_RELAXED) != NULL)
+        pym_heap_collect_remote(heap);
+    for (;;) {
+        pym_pool_t *pool = heap->pools[size_class];
+        if (pool == &pym_empty_pool) {
+            if (pym_heap_new_pool(heap, size_class) == NULL) {
+                errno = ENOMEM;
+                return NULL;
+            }
+            continue;
+        }
+        pym_block_t *block = pool->free;
+        if (block != NULL) {
+            pool->free = block->next;
+            pool->used++;
+            return block;
+        }
+        if (pool->bump < pool->limit)
+            return pym_pool_carve(pool);
+        pym_class_list_remove(heap, pool);
+        pym_full_list_push(heap, pool);
+    }
+}
+
+/* A heap for the calling thread: a dead thread's, or a new one. */
+static pym_heap_t *pym_heap_acquire(void)
+{
+    pthread_mutex_lock(&pym_arena_lock);
+    pym_heap_t *heap = pym_dead_heaps;
+    if (heap != NULL)
+        pym_dead_heaps = heap->next_dead;
+    pthread_mutex_unlock(&pym_arena_lock);
+    if (heap == NULL) {
+        heap = pym_meta_alloc(sizeof(pym_heap_t));
+        if (heap == NULL)
+            return NULL;
+        for (unsigned i = 0; i < PYM_CLASS_COUNT; i++)
+            heap->pools[i] = &pym_empty_pool;
+        pthread_mutex_lock(&pym_arena_lock);
+        heap->next_heap = pym_all_heaps;
+        pym_all_heaps = heap;
+        pthread_mutex_unlock(&pym_arena_lock);
+    }
+    heap->next_dead = NULL;
+    heap->state = PYM_HEAP_LIVE;
+    __atomic_store_n(&heap->remote, NULL, __ATOMIC_RELEASE); /* reopen a retired heap's remote list */
+    pthread_mutex_lock(&pym_arena_lock);
+    pym_heaps_live++;
+    pthread_mutex_unlock(&pym_arena_lock);
+    /* Set the TLS pointer first: pthread_setspecific may allocate. */
+    pym_tls_heap = heap;
+    if (pym_heap_key_ready)
+        pthread_setspecific(pym_heap_key, heap);
+    return heap;
+}
+
+void *pym_heap_malloc_slow(size_t size, unsigned size_class)
+{
+    pym_heap_t *heap = pym_tls_heap;
+    if (PYM_LIKELY(heap->state == PYM_HEAP_LIVE))
+        return pym_heap_alloc_from(heap, size_class);
+    if (!__atomic_load_n(&pym_initialized, __ATOMIC_ACQUIRE)) {
+        pym_init_slow();
+        size_class = size <= PYM_SMALL_MAX ? pym_small_class_of[(size + PYM_ALIGNMENT - 1) / PYM_ALIGNMENT]
+                                           : pym_medium_class_of(size);
+    }
+    if (!pym_tls_heap_retired) {
+        heap = pym_tls_heap; /* init may have given this thread its heap already */
+        if (heap->state != PYM_HEAP_LIVE)
+            heap = pym_heap_acquire();
+        if (heap != NULL)
+            return pym_heap_alloc_from(heap, size_class);
+    }
+    pthread_mutex_lock(&pym_shared_heap_lock);
+    void *block = pym_heap_alloc_from(&pym_shared_heap, size_class);
+    pthread_mutex_unlock(&pym_shared_heap_lock);
+    return block;
+}
+
+/* ---- thread exit ------------------------------------------------------------------ */
+static void pym_heap_give_back_locked(pym_pool_t *pool)
+{
+    if (pool->used == 0)
+        pym_arena_release_pool_locked(pool);
+    else
+        pym_arena_abandon_pool_locked(pool);
+}
+
+void pym_heap_thread_exit(void *arg)
+{
+    pym_heap_t *heap = arg;
+    if (heap == NULL || heap->state != PYM_HEAP_LIVE)
+        return;
+    pym_heap_collect_remote(heap);
+
+    pthread_mutex_lock(&pym_arena_lock);
+    for (unsigned size_class = 0; size_class < PYM_CLASS_COUNT; size_class++) {
+        pym_pool_t *pool = heap->pools[size_class];
+        while (pool != &pym_empty_pool) {
+            pym_class_list_remove(heap, pool);
+            pym_heap_give_back_locked(pool);
+            pool = heap->pools[size_class];
+        }
+    }
+    while (heap->full != NULL) {
+        pym_pool_t *pool = heap->full;
+        pym_full_list_remove(heap, pool);
+        pym_heap_give_back_locked(pool);
+    }
+    while (heap->empty != NULL) {
+        pym_pool_t *pool = heap->empty;
+        heap->empty = pool->next;
+        pym_arena_release_pool_locked(pool);
+    }
+    heap->empty_count = 0;
+    heap->state = PYM_HEAP_DEAD;
+    heap->next_dead = pym_dead_heaps;
+    pym_dead_heaps = heap;
+    pym_heaps_live--;
+    pthread_mutex_unlock(&pym_arena_lock);
+
+    /* From here on this thread frees like a stranger and allocates from the
+     * shared heap; late remote frees find the pools abandoned. */
+    pym_tls_heap = &pym_startup_heap;
+    pym_tls_heap_retired = true;
+    pym_block_t *late = __atomic_exchange_n(&heap->remote, PYM_REMOTE_CLOSED, __ATOMIC_ACQUIRE);
+    pym_heap_free_list(heap, late);
+}
+
+/* ---- statistics, fork, debugging ---------------------------------------------------- */
+size_t pym_heap_live_count(void)
+{
+    return pym_heaps_live;
+}
+
+void pym_heap_lock_all(void)
+{
+    pthread_mutex_lock(&pym_shared_heap_lock);
+}
+
+void pym_heap_unlock_all(void)
+{
+    pthread_mutex_unlock(&pym_shared_heap_lock);
+}
+
+void pym_heap_after_fork_child(void)
+{
+    /* Heaps of threads that did not survive the fork keep their pools, as
+     * glibc keeps the arenas of such threads: their blocks can still be
+     * freed (they are pushed to the dead owner's remote list) but that memory
+     * is not reused in the child.  Touching those heaps is not safe: their
+     * threads may have stopped in the middle of a list update. */
+    pthread_mutex_init(&pym_shared_heap_lock, NULL);
+}
+
+#ifdef PYM_DEBUG
+static void pym_pool_verify(pym_pool_t *pool, pym_heap_t *heap)
+{
+    const pym_class_t *cls = &pym_classes[pool->size_class];
+    char *first = pym_pool_first_block(pool);
+    PYM_ASSERT(pool->owner == heap);
+    PYM_ASSERT(pool->bump >= first && pool->bump <= pool->limit);
+    size_t free_count = 0;
+    for (pym_block_t *block = pool->free; block != NULL; block = block->next) {
+        uintptr_t offset = (uintptr_t)((char *)block - first);
+        if ((char *)block < first || (char *)block >= pool->bump || offset % cls->block_size != 0)
+            pym_fatal("pymalloc: heap check: pool %p (%u-byte class) has a corrupt free list entry %p", (void *)pool,
+                      cls->block_size, (void *)block);
+        if (++free_count > cls->capacity)
+            pym_fatal("pymalloc: heap check: pool %p (%u-byte class) free list loops (double free?)", (void *)pool,
+                      cls->block_size);
+    }
+    size_t handed_out = (size_t)(pool->bump - first) / cls->block_size;
+    if (free_count + pool->used != handed_out)
+        pym_fatal("pymalloc: heap check: pool %p (%u-byte class): %zu free + %u used != %zu carved", (void *)pool,
+                  cls->block_size, free_count, pool->used, handed_out);
+}
+
+void pym_heap_verify(pym_heap_t *heap)
+{
+    for (unsigned size_class = 0; size_class < PYM_CLASS_COUNT; size_class++)
+        for (pym_pool_t *pool = heap->pools[size_class]; pool != &pym_empty_pool && pool; pool = pool->next) {
+            PYM_ASSERT(pool->state == PYM_POOL_USED && pool->size_class == size_class);
+            pym_pool_verify(pool, heap);
+        }
+    for (pym_pool_t *pool = heap->full; pool; pool = pool->next) {
+        PYM_ASSERT(pool->state == PYM_POOL_FULL);
+        pym_pool_verify(pool, heap);
+    }
+}
+#endif

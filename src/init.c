@@ -1,0 +1,76 @@
+/*
+ * init.c -- start-up and fork.
+ *
+ * Start-up happens on the first slow path (the first malloc of the process,
+ * which may come from inside the dynamic loader) or from the library
+ * constructor, whichever is first.  It reads the options, builds the class
+ * tables, and only then marks pymalloc initialised; the steps after that
+ * (pthread_key_create, pthread_atfork) may allocate, and such nested calls
+ * find pymalloc already usable.  Nothing here allocates before the mark.
+ *
+ * fork: the prepare handler takes every pymalloc lock (in the order the
+ * slow paths nest them: shared heap, large, arena, metadata) so that the
+ * child starts with consistent shared state; both parent and child release
+ * them.  Because pymalloc registers its handlers first, at start-up, its
+ * prepare handler runs after every other library's (which may allocate) and
+ * its child handler before theirs.  Lock-free state (remote lists) is always
+ * consistent at the instant of fork.
+ */
+#include "internal.h"
+
+int pym_initialized;
+pthread_key_t pym_heap_key;
+int pym_heap_key_ready;
+static pthread_mutex_t pym_init_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void pym_fork_prepare(void)
+{
+    pym_heap_lock_all();
+    pthread_mutex_lock(&pym_large_lock);
+    pthread_mutex_lock(&pym_arena_lock);
+    pthread_mutex_lock(&pym_meta_lock);
+}
+
+static void pym_fork_parent(void)
+{
+    pthread_mutex_unlock(&pym_meta_lock);
+    pthread_mutex_unlock(&pym_arena_lock);
+    pthread_mutex_unlock(&pym_large_lock);
+    pym_heap_unlock_all();
+}
+
+static void pym_fork_child(void)
+{
+    /* The forking thread holds every lock; in the child it is their owner. */
+    pthread_mutex_unlock(&pym_meta_lock);
+    pthread_mutex_unlock(&pym_arena_lock);
+    pthread_mutex_unlock(&pym_large_lock);
+    pym_heap_after_fork_child();
+}
+
+void pym_init_slow(void)
+{
+    pthread_mutex_lock(&pym_init_lock);
+    if (!__atomic_load_n(&pym_initialized, __ATOMIC_ACQUIRE)) {
+        pym_options_load();
+        pym_classes_init(pym_options.alignment);
+        __atomic_store_n(&pym_initialized, 1, __ATOMIC_RELEASE);
+        if (pthread_key_create(&pym_heap_key, pym_heap_thread_exit) == 0)
+            pym_heap_key_ready = 1;
+        if (pym_tls_heap->state == PYM_HEAP_LIVE)
+            pthread_setspecific(pym_heap_key, pym_tls_heap);
+        pthread_atfork(pym_fork_prepare, pym_fork_parent, pym_fork_child);
+    }
+    pthread_mutex_unlock(&pym_init_lock);
+}
+
+__attribute__((constructor(101))) static void pym_constructor(void)
+{
+    pym_ensure_init();
+}
+
+__attribute__((destructor(101))) static void pym_destructor(void)
+{
+    if (pym_options.stats)
+        pym_stats_print_at_exit();
+}

@@ -1,0 +1,368 @@
+/*
+ * internal.h -- private structures and tunables shared by pymalloc's files.
+ *
+ * Address space layout
+ * --------------------
+ * Every mapping pymalloc makes starts on a CHUNK boundary (256 KiB).  A chunk
+ * is one of:
+ *   - a small arena: 64 pools of 4 KiB, each pool serving one small class
+ *     (requests <= 512 bytes), with its 64-byte header at the start of the
+ *     pool, exactly as CPython's obmalloc lays them out;
+ *   - a medium span: the whole chunk serves one medium class (513 B..128 KiB),
+ *     its pool header lives out of line in the chunk's descriptor;
+ *   - part of a large mapping (> 128 KiB), described out of line too.
+ * The chunk map (chunkmap.c), a two-level radix table indexed by address >> 18,
+ * maps each chunk to its descriptor, tagged with its kind.  free() therefore
+ * classifies any pointer in O(1) without locks and without touching memory
+ * that might not be mapped; a pointer whose chunk is not in the map is not
+ * pymalloc's.
+ *
+ * Threads
+ * -------
+ * Each thread owns a heap (heap.c) holding, for every class, a list of pools
+ * with free blocks.  Only the owner touches a pool's free list, bump pointer
+ * and used count, so the malloc and free fast paths need no lock and no
+ * atomic read-modify-write.  Another thread freeing a block pushes it with one
+ * CAS onto the owner heap's remote list; the owner collects that list on its
+ * slow path.  Arenas, the chunk map and large mappings are shared and guarded
+ * by mutexes that only slow paths take.
+ */
+#ifndef PYM_INTERNAL_H
+#define PYM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pymalloc.h"
+
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+/* ---- compiler helpers ------------------------------------------------- */
+#define PYM_LIKELY(x)    __builtin_expect(!!(x), 1)
+#define PYM_UNLIKELY(x)  __builtin_expect(!!(x), 0)
+#define PYM_INTERNAL     __attribute__((visibility("hidden")))
+#define PYM_NOINLINE     __attribute__((noinline))
+#define PYM_COLD         __attribute__((cold, noinline))
+#define PYM_ALWAYS_INLINE inline __attribute__((always_inline))
+
+#define PYM_KiB 1024UL
+#define PYM_MiB (1024 * PYM_KiB)
+
+/* ---- tunables ----------------------------------------------------------- */
+#define PYM_ALIGNMENT            8        /* spacing of the small classes */
+#define PYM_SMALL_MAX            512      /* largest request served from pools */
+#define PYM_SMALL_CLASSES        (PYM_SMALL_MAX / PYM_ALIGNMENT)
+#define PYM_POOL_SHIFT           12
+#define PYM_POOL_SIZE            (1UL << PYM_POOL_SHIFT)   /* 4 KiB pools */
+#define PYM_POOL_HEADER_SIZE     64       /* pool header; blocks start after it */
+#define PYM_CHUNK_SHIFT          18
+#define PYM_CHUNK_SIZE           (1UL << PYM_CHUNK_SHIFT)  /* 256 KiB arenas */
+#define PYM_POOLS_PER_ARENA      (PYM_CHUNK_SIZE / PYM_POOL_SIZE)
+#define PYM_MEDIUM_MAX           (128 * PYM_KiB) /* largest request served from spans */
+#define PYM_MEDIUM_STEPS         4        /* medium classes per doubling of size */
+#define PYM_MEDIUM_CLASSES       32       /* 640 B .. 128 KiB */
+#define PYM_CLASS_COUNT          (PYM_SMALL_CLASSES + PYM_MEDIUM_CLASSES)
+#define PYM_DIRECT_THRESHOLD     (1 * PYM_MiB)  /* from here blocks are mapped and unmapped directly */
+#define PYM_BUMP_BATCH           16       /* small blocks carved from the bump area at once */
+#define PYM_HEAP_POOL_BATCH      8        /* fresh pools a heap takes per arena-lock acquisition */
+#define PYM_HEAP_EMPTY_POOLS_MAX 16       /* empty pools a heap keeps before returning some */
+#define PYM_CHUNK_CACHE_MAX      4        /* empty chunks kept mapped (1 MiB) against map/unmap loops */
+#define PYM_LARGE_CACHE_SLOTS    16       /* freed large mappings kept for reuse */
+#define PYM_LARGE_CACHE_BYTES    (32 * PYM_MiB) /* and at most this many bytes of them */
+#define PYM_ADDRESS_BITS         48       /* user address space covered by the chunk map */
+#define PYM_CHUNKMAP_LEAF_BITS   15       /* chunk-map entries per leaf: 2^15 (8 GiB of address space) */
+#define PYM_META_REGION_SIZE     (256 * PYM_KiB) /* metadata is carved from mappings of this size */
+
+#if PYM_POOL_SIZE * PYM_POOLS_PER_ARENA != PYM_CHUNK_SIZE
+#error "an arena must hold a whole number of pools"
+#endif
+#if PYM_POOLS_PER_ARENA != 64
+#error "the arena bookkeeping assumes 64 pools per arena (one bit each)"
+#endif
+#if PYM_SMALL_CLASSES != 64
+#error "the design has 64 small classes spaced 8 bytes apart"
+#endif
+#if PYM_POOL_HEADER_SIZE % 64 != 0
+#error "the pool header must keep blocks whose size is a multiple of 64 aligned to 64"
+#endif
+#if PYM_MEDIUM_MAX * 2 > PYM_CHUNK_SIZE
+#error "a medium span must hold at least two blocks"
+#endif
+#if (PYM_SMALL_MAX << (PYM_MEDIUM_CLASSES / PYM_MEDIUM_STEPS)) != PYM_MEDIUM_MAX
+#error "medium classes must cover (PYM_SMALL_MAX, PYM_MEDIUM_MAX] in PYM_MEDIUM_STEPS steps per doubling"
+#endif
+#if PYM_DIRECT_THRESHOLD <= PYM_MEDIUM_MAX
+#error "the direct-mapping threshold must lie above the medium classes"
+#endif
+
+/* ---- forward declarations ---------------------------------------------- */
+typedef struct pym_block pym_block_t;
+typedef struct pym_pool pym_pool_t;
+typedef struct pym_arena pym_arena_t;
+typedef struct pym_large pym_large_t;
+typedef struct pym_heap pym_heap_t;
+
+/* A free block holds the link to the next free block in its first word. */
+struct pym_block {
+    pym_block_t *next;
+};
+
+/* ---- size classes (pool.c) -------------------------------------------- */
+typedef struct pym_class {
+    uint32_t block_size;         /* bytes per block */
+    uint32_t capacity;           /* blocks per pool (small) or span (medium) */
+    uint32_t rotate;             /* divisibility test: trailing zero bits of block_size */
+    uint32_t odd_inverse;        /* multiplicative inverse of block_size's odd part mod 2^32 */
+    uint32_t max_quotient;       /* UINT32_MAX / block_size */
+} pym_class_t;
+
+PYM_INTERNAL extern pym_class_t pym_classes[PYM_CLASS_COUNT];
+/* Small request size -> class, indexed by (size + 7) / 8; filled at start-up
+ * for the alignment mode (16: requests >= 16 bytes get 16-aligned classes). */
+PYM_INTERNAL extern uint8_t pym_small_class_of[PYM_SMALL_CLASSES + 1];
+
+PYM_INTERNAL void pym_classes_init(unsigned alignment);
+PYM_INTERNAL unsigned pym_medium_class_of(size_t size);
+
+/* True when `offset` (bytes from a pool's first block) is a multiple of the
+ * block size of `cls`: one multiply and one rotate instead of a division
+ * (the Granlund-Montgomery divisibility test). */
+static PYM_ALWAYS_INLINE bool pym_class_offset_is_block(const pym_class_t *cls, uint32_t offset)
+{
+    uint32_t product = offset * cls->odd_inverse;
+    uint32_t rotated = cls->rotate ? (product >> cls->rotate) | (product << (32 - cls->rotate)) : product;
+    return rotated <= cls->max_quotient;
+}
+
+/* ---- pools -------------------------------------------------------------- */
+enum pym_pool_state {
+    PYM_POOL_UNUSED = 0,         /* never carved, or returned to its arena */
+    PYM_POOL_USED,               /* owned, in its heap's class list */
+    PYM_POOL_FULL,               /* owned, no block left, in its heap's full list */
+    PYM_POOL_EMPTY,              /* owned, all blocks free, in its heap's empty cache */
+    PYM_POOL_ABANDONED,          /* its thread exited; in the arena's abandoned list */
+};
+
+/* Pool header: at the start of each small pool, inside the chunk descriptor
+ * for a medium span.  Fields other than `owner` belong to the owning thread
+ * (or to the arena lock when the pool is abandoned or unused). */
+struct pym_pool {
+    pym_block_t *free;           /* next free block to hand out, NULL if none */
+    char *bump;                  /* first block never handed out */
+    char *limit;                 /* end of the last whole block */
+    pym_heap_t *owner;           /* owning heap (atomic); NULL when abandoned or unused */
+    pym_pool_t *next;            /* link in whichever list holds the pool */
+    pym_pool_t *prev;
+    pym_arena_t *arena;          /* descriptor of the chunk holding the pool */
+    uint32_t used;               /* blocks handed out and not yet freed back here */
+    uint8_t size_class;          /* index into pym_classes */
+    uint8_t state;               /* enum pym_pool_state */
+    uint16_t index;              /* pool number inside its arena (0 for a span) */
+};
+_Static_assert(sizeof(pym_pool_t) == PYM_POOL_HEADER_SIZE, "the pool header is one cache line");
+
+/* Address of a pool's first block. */
+static inline char *pym_pool_first_block(const pym_pool_t *pool);
+
+/* ---- chunk map (chunkmap.c) --------------------------------------------- */
+enum pym_chunk_kind {
+    PYM_CHUNK_NONE = 0,          /* not pymalloc's */
+    PYM_CHUNK_SMALL = 1,         /* small arena: entry points to its pym_arena_t */
+    PYM_CHUNK_MEDIUM = 2,        /* medium span: entry points to its pym_arena_t */
+    PYM_CHUNK_LARGE = 3,         /* large mapping: entry points to its pym_large_t */
+};
+#define PYM_CHUNK_KIND_MASK ((uintptr_t)3)
+
+#define PYM_CHUNKMAP_LEAF_SIZE ((size_t)1 << PYM_CHUNKMAP_LEAF_BITS)
+#define PYM_CHUNKMAP_ROOT_SIZE ((size_t)1 << (PYM_ADDRESS_BITS - PYM_CHUNK_SHIFT - PYM_CHUNKMAP_LEAF_BITS))
+typedef struct pym_chunkmap_leaf {
+    uintptr_t entries[PYM_CHUNKMAP_LEAF_SIZE]; /* descriptor address | kind, 0 if none */
+} pym_chunkmap_leaf_t;
+PYM_INTERNAL extern pym_chunkmap_leaf_t *pym_chunkmap_root[PYM_CHUNKMAP_ROOT_SIZE];
+
+/* Kind-tagged entry for the chunk holding `address`, 0 if not pymalloc's. */
+static PYM_ALWAYS_INLINE uintptr_t pym_chunkmap_lookup(uintptr_t address)
+{
+    if (PYM_UNLIKELY(address >> PYM_ADDRESS_BITS))
+        return 0;
+    pym_chunkmap_leaf_t *leaf = __atomic_load_n(
+        &pym_chunkmap_root[address >> (PYM_CHUNK_SHIFT + PYM_CHUNKMAP_LEAF_BITS)], __ATOMIC_ACQUIRE);
+    if (PYM_UNLIKELY(leaf == NULL))
+        return 0;
+    return __atomic_load_n(&leaf->entries[(address >> PYM_CHUNK_SHIFT) & (PYM_CHUNKMAP_LEAF_SIZE - 1)],
+                           __ATOMIC_ACQUIRE);
+}
+/* Map every chunk of [base, base + size) to entry; false when out of memory.
+ * Callers hold the lock that owns the range (arena or large lock). */
+PYM_INTERNAL bool pym_chunkmap_set(uintptr_t base, size_t size, uintptr_t entry);
+PYM_INTERNAL void pym_chunkmap_clear(uintptr_t base, size_t size);
+/* Clear only the entries still equal to `entry` (a range the kernel may
+ * already have given to someone else). */
+PYM_INTERNAL void pym_chunkmap_clear_if(uintptr_t base, size_t size, uintptr_t entry);
+
+/* ---- arenas and chunks (arena.c) ---------------------------------------- */
+/* Descriptor of a 256 KiB chunk used as a small arena or a medium span,
+ * allocated out of line so all 64 pools of an arena hold blocks. */
+struct pym_arena {
+    uintptr_t base;              /* chunk address, 256 KiB aligned */
+    uint64_t free_mask;          /* small: bit i set when pool i is in no heap */
+    uint32_t free_pools;         /* small: number of bits set in free_mask */
+    uint8_t kind;                /* PYM_CHUNK_SMALL or PYM_CHUNK_MEDIUM */
+    pym_arena_t *next;           /* usable-arena bucket list (small arenas with free pools) */
+    pym_arena_t *prev;
+    pym_arena_t *all_next;       /* every chunk in use, for statistics */
+    pym_arena_t *all_prev;
+    pym_pool_t span;             /* medium: the span's pool header */
+};
+
+PYM_INTERNAL extern pthread_mutex_t pym_arena_lock;
+
+/* Under pym_arena_lock: up to `want` unused small pools, linked through
+ * `next`, taken from the most used arenas first; NULL when out of memory. */
+PYM_INTERNAL pym_pool_t *pym_arena_take_pools_locked(unsigned want, unsigned *got);
+/* Under pym_arena_lock: return an empty pool (small or medium span) to its
+ * chunk; an arena whose pools are all back is cached or unmapped. */
+PYM_INTERNAL void pym_arena_release_pool_locked(pym_pool_t *pool);
+/* Under pym_arena_lock: a fresh medium span of class `size_class`. */
+PYM_INTERNAL pym_pool_t *pym_arena_take_span_locked(unsigned size_class);
+/* Abandoned pools: non-empty pools whose thread exited, per class. */
+PYM_INTERNAL void pym_arena_abandon_pool_locked(pym_pool_t *pool);
+PYM_INTERNAL pym_pool_t *pym_arena_adopt_pool_locked(unsigned size_class);
+PYM_INTERNAL void pym_arena_unlink_abandoned_locked(pym_pool_t *pool);
+/* Visit every chunk in use (statistics); caller holds pym_arena_lock. */
+PYM_INTERNAL pym_arena_t *pym_arena_first_locked(void);
+PYM_INTERNAL void pym_arena_counters_locked(pym_stats_t *out);
+
+/* Initialise a pool taken from an arena to serve `size_class`. */
+PYM_INTERNAL void pym_pool_init(pym_pool_t *pool, unsigned size_class, pym_heap_t *owner);
+
+/* ---- large mappings (large.c) ------------------------------------------- */
+enum pym_large_state {
+    PYM_LARGE_LIVE = 1,          /* handed out */
+    PYM_LARGE_CACHED,            /* freed, kept mapped for reuse */
+};
+struct pym_large {
+    uintptr_t base;              /* mapping address == the user's pointer */
+    size_t size;                 /* bytes mapped (page multiple) */
+    pym_large_t *next;           /* cache list, most recently freed first */
+    pym_large_t *prev;
+    uint8_t state;               /* enum pym_large_state */
+};
+PYM_INTERNAL extern pthread_mutex_t pym_large_lock;
+PYM_INTERNAL void *pym_large_alloc(size_t size, size_t alignment, bool zero);
+PYM_INTERNAL void pym_large_free(pym_large_t *large, void *ptr);
+PYM_INTERNAL void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size);
+PYM_INTERNAL void pym_large_counters_locked(pym_stats_t *out);
+
+/* ---- thread heaps (heap.c) ---------------------------------------------- */
+#define PYM_REMOTE_CLOSED ((pym_block_t *)1) /* remote list of a heap being retired */
+
+enum pym_heap_state {
+    PYM_HEAP_STARTUP = 0,        /* the static placeholder every thread starts with */
+    PYM_HEAP_LIVE,               /* owned by a running thread */
+    PYM_HEAP_SHARED,             /* the locked heap of threads past their TLS teardown */
+    PYM_HEAP_DEAD,               /* its thread exited; kept for reuse */
+};
+
+struct pym_heap {
+    pym_pool_t *pools[PYM_CLASS_COUNT]; /* per class: first pool with free blocks, or &pym_empty_pool */
+    pym_block_t *remote;         /* blocks freed by other threads (atomic, CAS push) */
+    pym_pool_t *full;            /* owned pools with no free block, all classes */
+    pym_pool_t *empty;           /* owned small pools with every block free */
+    uint32_t empty_count;        /* length of `empty` */
+    uint8_t state;               /* enum pym_heap_state */
+    pym_heap_t *next_heap;       /* every heap ever made, for statistics */
+    pym_heap_t *next_dead;       /* dead heaps waiting for reuse */
+};
+
+PYM_INTERNAL extern pym_pool_t pym_empty_pool;     /* has no free block: sends malloc to its slow path */
+PYM_INTERNAL extern pym_heap_t pym_startup_heap;   /* every class points at pym_empty_pool */
+PYM_INTERNAL extern __thread pym_heap_t *pym_tls_heap __attribute__((tls_model("initial-exec")));
+
+PYM_INTERNAL void *pym_heap_malloc_slow(size_t size, unsigned size_class);
+PYM_INTERNAL void pym_heap_free_local_slow(pym_heap_t *heap, pym_pool_t *pool);
+PYM_INTERNAL void pym_heap_free_remote(pym_pool_t *pool, pym_block_t *block);
+PYM_INTERNAL void pym_heap_thread_exit(void *heap);
+PYM_INTERNAL pym_heap_t *pym_heap_first(void);
+PYM_INTERNAL void pym_heap_lock_all(void);
+PYM_INTERNAL void pym_heap_unlock_all(void);
+PYM_INTERNAL void pym_heap_after_fork_child(void);
+PYM_INTERNAL size_t pym_heap_live_count(void);
+
+/* ---- allocation paths (alloc.c) ----------------------------------------- */
+PYM_INTERNAL void *pym_malloc_generic(size_t size);
+PYM_INTERNAL void pym_free_generic(void *ptr, uintptr_t entry);
+PYM_INTERNAL void *pym_aligned_generic(size_t alignment, size_t size);
+/* Validate `ptr` as a block of `pool`; reports and aborts when it is not. */
+PYM_INTERNAL void pym_pool_check_block(pym_pool_t *pool, void *ptr, const char *caller);
+/* Push a validated block onto its own pool, as the owner. */
+PYM_INTERNAL void pym_pool_free_block(pym_heap_t *heap, pym_pool_t *pool, pym_block_t *block);
+
+/* ---- OS layer (os.c): the only file that calls mmap/munmap/madvise ------ */
+PYM_INTERNAL void *pym_os_map(size_t size);
+PYM_INTERNAL void *pym_os_map_aligned(size_t size, size_t alignment);
+PYM_INTERNAL void pym_os_unmap(void *address, size_t size);
+PYM_INTERNAL bool pym_os_remap_in_place(void *address, size_t old_size, size_t new_size);
+PYM_INTERNAL void *pym_os_remap_aligned(void *address, size_t old_size, size_t new_size, size_t alignment);
+PYM_INTERNAL size_t pym_os_page_size(void);
+
+/* ---- metadata (meta.c) -------------------------------------------------- */
+/* Zeroed, 64-byte aligned memory for descriptors and heaps; never from pools. */
+PYM_INTERNAL void *pym_meta_alloc(size_t size);
+PYM_INTERNAL void pym_meta_free(void *ptr, size_t size);
+PYM_INTERNAL extern pthread_mutex_t pym_meta_lock;
+
+/* ---- options (options.c) ------------------------------------------------ */
+typedef struct pym_options {
+    unsigned alignment;          /* 16 (default) or 8 */
+    int stats;                   /* print statistics at exit */
+    int verbose;                 /* warn about foreign frees and the like */
+} pym_options_t;
+PYM_INTERNAL extern pym_options_t pym_options;
+PYM_INTERNAL void pym_options_load(void);
+
+/* ---- start-up and fork (init.c) ------------------------------------------ */
+PYM_INTERNAL extern int pym_initialized;
+PYM_INTERNAL void pym_init_slow(void);
+static PYM_ALWAYS_INLINE void pym_ensure_init(void)
+{
+    if (PYM_UNLIKELY(!__atomic_load_n(&pym_initialized, __ATOMIC_ACQUIRE)))
+        pym_init_slow();
+}
+PYM_INTERNAL extern pthread_key_t pym_heap_key;
+PYM_INTERNAL extern int pym_heap_key_ready;
+
+/* ---- reporting (report.c): stderr without malloc ------------------------- */
+PYM_INTERNAL void pym_report(const char *format, ...) __attribute__((format(printf, 1, 2)));
+PYM_INTERNAL void pym_fatal(const char *format, ...) __attribute__((format(printf, 1, 2), noreturn, cold));
+PYM_INTERNAL void pym_invalid_free(const void *ptr, const char *caller);
+PYM_INTERNAL extern size_t pym_invalid_free_count;
+
+/* ---- statistics (stats.c) ------------------------------------------------ */
+PYM_INTERNAL void pym_stats_print_at_exit(void);
+
+#ifdef PYM_DEBUG
+#define PYM_ASSERT(cond) \
+    ((cond) ? (void)0 : pym_fatal("pymalloc: internal assertion failed: %s (%s:%d)", #cond, __FILE__, __LINE__))
+PYM_INTERNAL void pym_heap_verify(pym_heap_t *heap);
+#else
+#define PYM_ASSERT(cond) ((void)0)
+#endif
+
+static inline char *pym_pool_first_block(const pym_pool_t *pool)
+{
+    if (pool->size_class < PYM_SMALL_CLASSES)
+        return (char *)pool + PYM_POOL_HEADER_SIZE;
+    return (char *)pool->arena->base;
+}
+
+static inline size_t pym_align_up(size_t value, size_t alignment)
+{
+    return (value + alignment - 1) & ~(alignment - 1);
+}
+
+#endif /* PYM_INTERNAL_H */

@@ -1,0 +1,219 @@
+/*
+ * large.c -- requests above the medium classes (> 128 KiB).
+ *
+ * Each large block is a mapping of its own, aligned to a chunk (256 KiB) or
+ * to the requested alignment if larger, so the user's pointer is the mapping
+ * address and the chunk map finds the descriptor (kept out of line) from any
+ * address inside it.
+ *
+ *   below PYM_DIRECT_THRESHOLD (1 MiB): a freed mapping is kept in a cache
+ *       of at most PYM_LARGE_CACHE_SLOTS mappings and PYM_LARGE_CACHE_BYTES
+ *       bytes, and a later request of nearly the same size (the mapping at
+ *       most 25% larger) takes it back: a steady malloc/free loop makes no
+ *       system call.  The oldest entries are unmapped when the cache is full.
+ *   from the threshold on: mapped on malloc, unmapped on free.
+ * realloc of a large block to another large size never copies: shrinking
+ * and growing in place use mremap, and when the neighbouring address space
+ * is taken the pages move with mremap(MREMAP_FIXED) to an aligned region.
+ *
+ * The cache and counters are guarded by pym_large_lock; system calls are
+ * made outside it.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+pthread_mutex_t pym_large_lock = PTHREAD_MUTEX_INITIALIZER;
+static pym_large_t *pym_large_cache_head;  /* most recently freed first */
+static pym_large_t *pym_large_cache_tail;
+static size_t pym_large_cache_count;
+static size_t pym_large_cache_bytes;
+static size_t pym_large_live_count;
+static size_t pym_large_live_bytes;
+static size_t pym_large_peak_bytes;
+
+static void pym_large_cache_unlink_locked(pym_large_t *large)
+{
+    if (large->prev)
+        large->prev->next = large->next;
+    else
+        pym_large_cache_head = large->next;
+    if (large->next)
+        large->next->prev = large->prev;
+    else
+        pym_large_cache_tail = large->prev;
+    large->next = large->prev = NULL;
+    pym_large_cache_count--;
+    pym_large_cache_bytes -= large->size;
+}
+
+static void pym_large_count_live_locked(size_t bytes)
+{
+    pym_large_live_count++;
+    pym_large_live_bytes += bytes;
+    if (pym_large_live_bytes > pym_large_peak_bytes)
+        pym_large_peak_bytes = pym_large_live_bytes;
+}
+
+static void pym_large_unmap(pym_large_t *large)
+{
+    pym_os_unmap((void *)large->base, large->size);
+    pym_meta_free(large, sizeof(pym_large_t));
+}
+
+void *pym_large_alloc(size_t size, size_t alignment, bool zero)
+{
+    size_t page = pym_os_page_size();
+    if (size > PTRDIFF_MAX - PYM_CHUNK_SIZE) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t map_size = pym_align_up(size, page);
+    if (alignment < PYM_CHUNK_SIZE)
+        alignment = PYM_CHUNK_SIZE;
+
+    if (map_size < PYM_DIRECT_THRESHOLD && alignment == PYM_CHUNK_SIZE) {
+        pym_large_t *best = NULL;
+        pthread_mutex_lock(&pym_large_lock);
+        for (pym_large_t *large = pym_large_cache_head; large != NULL; large = large->next)
+            if (large->size >= map_size && large->size <= map_size + map_size / 4
+                && (best == NULL || large->size < best->size))
+                best = large;
+        if (best != NULL) {
+            pym_large_cache_unlink_locked(best);
+            best->state = PYM_LARGE_LIVE;
+            pym_large_count_live_locked(best->size);
+        }
+        pthread_mutex_unlock(&pym_large_lock);
+        if (best != NULL) {
+            if (zero)
+                memset((void *)best->base, 0, size);
+            return (void *)best->base;
+        }
+    }
+
+    void *base = pym_os_map_aligned(map_size, alignment);
+    if (base == NULL)
+        return NULL;
+    pym_large_t *large = pym_meta_alloc(sizeof(pym_large_t));
+    if (large == NULL) {
+        pym_os_unmap(base, map_size);
+        errno = ENOMEM;
+        return NULL;
+    }
+    large->base = (uintptr_t)base;
+    large->size = map_size;
+    large->state = PYM_LARGE_LIVE;
+    if (!pym_chunkmap_set(large->base, map_size, (uintptr_t)large | PYM_CHUNK_LARGE)) {
+        pym_large_unmap(large);
+        errno = ENOMEM;
+        return NULL;
+    }
+    pthread_mutex_lock(&pym_large_lock);
+    pym_large_count_live_locked(map_size);
+    pthread_mutex_unlock(&pym_large_lock);
+    return base; /* fresh anonymous memory is zero: nothing to clear */
+}
+
+void pym_large_free(pym_large_t *large, void *ptr)
+{
+    pym_large_t *victims = NULL;
+    pthread_mutex_lock(&pym_large_lock);
+    if (PYM_UNLIKELY((uintptr_t)ptr != large->base || large->state != PYM_LARGE_LIVE)) {
+        bool cached = (uintptr_t)ptr == large->base;
+        pthread_mutex_unlock(&pym_large_lock);
+        if (cached)
+            pym_fatal("pymalloc: free(): double free of large block %p (%zu bytes)", ptr, large->size);
+        pym_fatal("pymalloc: free(): invalid pointer %p: inside the large block %p (%zu bytes), not its start", ptr,
+                  (void *)large->base, large->size);
+    }
+    pym_large_live_count--;
+    pym_large_live_bytes -= large->size;
+    if (large->size >= PYM_DIRECT_THRESHOLD || large->size > PYM_LARGE_CACHE_BYTES) {
+        pym_chunkmap_clear(large->base, large->size);
+        pthread_mutex_unlock(&pym_large_lock);
+        pym_large_unmap(large);
+        return;
+    }
+    large->state = PYM_LARGE_CACHED;
+    large->prev = NULL;
+    large->next = pym_large_cache_head;
+    if (large->next)
+        large->next->prev = large;
+    else
+        pym_large_cache_tail = large;
+    pym_large_cache_head = large;
+    pym_large_cache_count++;
+    pym_large_cache_bytes += large->size;
+    while (pym_large_cache_count > PYM_LARGE_CACHE_SLOTS || pym_large_cache_bytes > PYM_LARGE_CACHE_BYTES) {
+        pym_large_t *oldest = pym_large_cache_tail;
+        pym_large_cache_unlink_locked(oldest);
+        pym_chunkmap_clear(oldest->base, oldest->size);
+        oldest->next = victims;
+        victims = oldest;
+    }
+    pthread_mutex_unlock(&pym_large_lock);
+    while (victims != NULL) {
+        pym_large_t *next = victims->next;
+        pym_large_unmap(victims);
+        victims = next;
+    }
+}
+
+void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
+{
+    if (PYM_UNLIKELY((uintptr_t)ptr != large->base || large->state != PYM_LARGE_LIVE))
+        pym_fatal("pymalloc: realloc(): invalid pointer %p: not a live large block", ptr);
+    size_t page = pym_os_page_size();
+    size_t old_size = large->size;
+    if (size <= old_size && size > old_size / 2)
+        return ptr; /* fits, and not worth moving */
+    if (size <= PYM_MEDIUM_MAX) {
+        void *moved = pym_malloc(size);
+        if (moved == NULL)
+            return NULL;
+        memcpy(moved, ptr, size);
+        pym_free(ptr);
+        return moved;
+    }
+    if (size > PTRDIFF_MAX - PYM_CHUNK_SIZE) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t new_size = pym_align_up(size, page);
+    uintptr_t old_base = large->base;
+    uintptr_t new_base = old_base;
+    if (new_size < old_size) {
+        /* Forget the chunks past the new end while they are still ours. */
+        uintptr_t keep_end = pym_align_up(old_base + new_size, PYM_CHUNK_SIZE);
+        if (keep_end < old_base + old_size)
+            pym_chunkmap_clear(keep_end, old_base + old_size - keep_end);
+        pym_os_remap_in_place(ptr, old_size, new_size); /* shrinking in place cannot fail */
+    } else if (!pym_os_remap_in_place(ptr, old_size, new_size)) {
+        void *moved = pym_os_remap_aligned(ptr, old_size, new_size, PYM_CHUNK_SIZE);
+        if (moved == NULL)
+            return NULL; /* errno is ENOMEM; the block is untouched */
+        new_base = (uintptr_t)moved;
+    }
+    if (!pym_chunkmap_set(new_base, new_size, (uintptr_t)large | PYM_CHUNK_LARGE))
+        pym_fatal("pymalloc: realloc(): out of memory for the chunk map of %p", (void *)new_base);
+    if (new_base != old_base)
+        pym_chunkmap_clear_if(old_base, old_size, (uintptr_t)large | PYM_CHUNK_LARGE);
+    pthread_mutex_lock(&pym_large_lock);
+    large->base = new_base;
+    large->size = new_size;
+    pym_large_live_bytes = pym_large_live_bytes - old_size + new_size;
+    if (pym_large_live_bytes > pym_large_peak_bytes)
+        pym_large_peak_bytes = pym_large_live_bytes;
+    pthread_mutex_unlock(&pym_large_lock);
+    return (void *)new_base;
+}
+
+void pym_large_counters_locked(pym_stats_t *out)
+{
+    out->large_count = pym_large_live_count;
+    out->large_bytes = pym_large_live_bytes;
+    out->large_cached_bytes = pym_large_cache_bytes;
+    out->large_peak_bytes = pym_large_peak_bytes;
+}

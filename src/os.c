@@ -1,0 +1,109 @@
+/*
+ * os.c -- the operating-system layer: the only file that calls mmap, munmap,
+ * mremap and madvise.
+ *
+ * Everything pymalloc maps is aligned to a chunk (256 KiB) or more, so the
+ * chunk map can classify addresses.  An aligned mapping is made by asking for
+ * `size` at a hint just past the previous aligned mapping (the kernel usually
+ * honours it, and then no trimming is needed); when the result is misaligned,
+ * the region is mapped again `alignment` bytes larger and the excess at both
+ * ends is unmapped.
+ *
+ * Failures return NULL with errno left as ENOMEM: callers turn them into a
+ * NULL from malloc.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static uintptr_t pym_os_hint; /* where the next aligned mapping is asked for (racy by design: only a hint) */
+
+size_t pym_os_page_size(void)
+{
+    static size_t page_size;
+    if (PYM_UNLIKELY(page_size == 0)) {
+        long value = sysconf(_SC_PAGESIZE);
+        page_size = value > 0 ? (size_t)value : 4096;
+    }
+    return page_size;
+}
+
+void *pym_os_map(size_t size)
+{
+    void *address = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (address == MAP_FAILED) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return address;
+}
+
+void pym_os_unmap(void *address, size_t size)
+{
+    if (address != NULL && size != 0 && munmap(address, size) != 0)
+        pym_report("pymalloc: munmap(%p, %zu) failed (errno %d); the range stays mapped", address, size, errno);
+}
+
+void *pym_os_map_aligned(size_t size, size_t alignment)
+{
+    uintptr_t hint = __atomic_load_n(&pym_os_hint, __ATOMIC_RELAXED);
+    if (hint != 0 && (hint & (alignment - 1)) == 0) {
+        void *address = mmap((void *)hint, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (address != MAP_FAILED) {
+            if (((uintptr_t)address & (alignment - 1)) == 0) {
+                __atomic_store_n(&pym_os_hint, (uintptr_t)address + pym_align_up(size, PYM_CHUNK_SIZE),
+                                 __ATOMIC_RELAXED);
+                return address;
+            }
+            munmap(address, size);
+        }
+    }
+    if (size + alignment < size) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t padded = size + alignment;
+    char *raw = mmap(NULL, padded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    char *aligned = (char *)pym_align_up((uintptr_t)raw, alignment);
+    size_t head = (size_t)(aligned - raw);
+    size_t tail = padded - head - size;
+    if (head)
+        munmap(raw, head);
+    if (tail)
+        munmap(aligned + size, tail);
+    __atomic_store_n(&pym_os_hint, (uintptr_t)aligned + pym_align_up(size, PYM_CHUNK_SIZE), __ATOMIC_RELAXED);
+    return aligned;
+}
+
+bool pym_os_remap_in_place(void *address, size_t old_size, size_t new_size)
+{
+    if (new_size == old_size)
+        return true;
+    return mremap(address, old_size, new_size, 0) != MAP_FAILED;
+}
+
+/* Move (without copying: the kernel moves the page tables) a mapping to a
+ * fresh region aligned to `alignment`.  NULL when no region can be had; the
+ * old mapping is then untouched. */
+void *pym_os_remap_aligned(void *address, size_t old_size, size_t new_size, size_t alignment)
+{
+    void *target = pym_os_map_aligned(new_size, alignment);
+    if (target == NULL)
+        return NULL;
+    void *moved = mremap(address, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, target);
+    if (moved == MAP_FAILED) {
+        munmap(target, new_size);
+        errno = ENOMEM;
+        return NULL;
+    }
+    return moved;
+}

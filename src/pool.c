@@ -1,0 +1,110 @@
+/*
+ * pool.c -- size classes and pool initialisation.
+ *
+ * Small classes (requests of 1..512 bytes) are spaced 8 bytes apart, as in
+ * CPython's obmalloc: class i holds blocks of 8 * (i + 1) bytes, carved from
+ * 4 KiB pools whose first 64 bytes are the pool header, so a pool of class i
+ * holds (4096 - 64) / (8 * (i + 1)) blocks.
+ *
+ * Two mappings from request size to small class exist, chosen once at
+ * start-up by PYMALLOC_ALIGN and stored in the same 65-entry table, so the
+ * fast path is one table load either way:
+ *   16 (default): a request of 16 bytes or more goes to a class whose block
+ *                 size is a multiple of 16 (24 -> 32, 40 -> 48, ...), which
+ *                 keeps the 16-byte alignment the x86-64 ABI promises for
+ *                 max_align_t; requests of 1..8 bytes use the 8-byte class
+ *                 (no object that small needs more than 8-byte alignment);
+ *   8:            every request goes to its exact 8-byte class, the compact
+ *                 layout of the original design.
+ * Blocks start 64 bytes into the pool, so in both modes a class whose size is
+ * a multiple of 16 (or 32, or 64) has every block aligned to 16 (32, 64).
+ *
+ * Medium classes (513 B .. 128 KiB) grow in four steps per doubling (640,
+ * 768, 896, 1024, 1280, ...), bounding internal waste to 25%.  Each medium
+ * span is one 256 KiB chunk of a single class; blocks start at the chunk
+ * base, so a block whose size is a multiple of 2^k is 2^k-aligned.
+ */
+#include "internal.h"
+
+pym_class_t pym_classes[PYM_CLASS_COUNT];
+uint8_t pym_small_class_of[PYM_SMALL_CLASSES + 1];
+
+/* Inverse of an odd number modulo 2^32 by Newton's iteration: each step
+ * doubles the number of correct low bits (x0 = d is right to 3 bits). */
+static uint32_t pym_odd_inverse(uint32_t odd)
+{
+    uint32_t inverse = odd;
+    for (int step = 0; step < 4; step++)
+        inverse *= 2 - odd * inverse;
+    return inverse;
+}
+
+static void pym_class_set(unsigned index, uint32_t block_size, size_t area)
+{
+    pym_class_t *cls = &pym_classes[index];
+    cls->block_size = block_size;
+    cls->capacity = (uint32_t)(area / block_size);
+    cls->rotate = (uint32_t)__builtin_ctz(block_size);
+    cls->odd_inverse = pym_odd_inverse(block_size >> cls->rotate);
+    cls->max_quotient = UINT32_MAX / block_size;
+}
+
+void pym_classes_init(unsigned alignment)
+{
+    for (unsigned i = 0; i < PYM_SMALL_CLASSES; i++)
+        pym_class_set(i, (uint32_t)(PYM_ALIGNMENT * (i + 1)), PYM_POOL_SIZE - PYM_POOL_HEADER_SIZE);
+    for (unsigned i = 0; i < PYM_MEDIUM_CLASSES; i++) {
+        unsigned doubling = i / PYM_MEDIUM_STEPS, step = i % PYM_MEDIUM_STEPS;
+        uint32_t block_size = (uint32_t)((PYM_MEDIUM_STEPS + 1 + step) * (PYM_SMALL_MAX / PYM_MEDIUM_STEPS))
+                              << doubling;
+        pym_class_set(PYM_SMALL_CLASSES + i, block_size, PYM_CHUNK_SIZE);
+    }
+    /* units = (size + 7) / 8; units 0 and 1 -> class 0. */
+    for (unsigned units = 0; units <= PYM_SMALL_CLASSES; units++) {
+        unsigned size_class = units == 0 ? 0 : units - 1;
+        if (alignment == 16 && units > 1 && (units & 1))
+            size_class++; /* 17..24 -> 32-byte class, 33..40 -> 48, ... */
+        pym_small_class_of[units] = (uint8_t)size_class;
+    }
+}
+
+/* Class of a request of PYM_SMALL_MAX < size <= PYM_MEDIUM_MAX bytes. */
+unsigned pym_medium_class_of(size_t size)
+{
+    size_t last = size - 1;
+    unsigned top_bit = 63u - (unsigned)__builtin_clzl(last);         /* >= 9 */
+    unsigned step = (unsigned)(last >> (top_bit - 2)) - PYM_MEDIUM_STEPS; /* 0..3 */
+    return PYM_SMALL_CLASSES + (top_bit - 9) * PYM_MEDIUM_STEPS + step;
+}
+
+void pym_pool_init(pym_pool_t *pool, unsigned size_class, pym_heap_t *owner)
+{
+    const pym_class_t *cls = &pym_classes[size_class];
+    pool->size_class = (uint8_t)size_class;
+    char *first = pym_pool_first_block(pool);
+    pool->free = NULL;
+    pool->used = 0;
+    __atomic_store_n(&pool->bump, first, __ATOMIC_RELAXED);
+    pool->limit = first + (size_t)cls->capacity * cls->block_size;
+    pool->next = pool->prev = NULL;
+    __atomic_store_n(&pool->state, PYM_POOL_USED, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool->owner, owner, __ATOMIC_RELEASE);
+}
+
+int pym_size_class(size_t size)
+{
+    pym_ensure_init();
+    if (size <= PYM_SMALL_MAX)
+        return pym_small_class_of[(size + PYM_ALIGNMENT - 1) / PYM_ALIGNMENT];
+    if (size <= PYM_MEDIUM_MAX)
+        return (int)pym_medium_class_of(size);
+    return -1;
+}
+
+size_t pym_class_block_size(int size_class)
+{
+    pym_ensure_init();
+    if (size_class < 0 || size_class >= PYM_CLASS_COUNT)
+        return 0;
+    return pym_classes[size_class].block_size;
+}
