@@ -467,8 +467,10 @@ void pym_heap_after_fork_child(void)
      * glibc keeps the arenas of such threads: their blocks can still be
      * freed (they are pushed to the dead owner's remote list) but that memory
      * is not reused in the child.  Touching those heaps is not safe: their
-     * threads may have stopped in the middle of a list update. */
-    pthread_mutex_init(&pym_shared_heap_lock, NULL);
+     * threads may have stopped in the middle of a list update.  The forking
+     * thread took the shared-heap lock in the prepare handler; it owns it in
+     * the child too. */
+    pthread_mutex_unlock(&pym_shared_heap_lock);
 }
 
 #ifdef PYM_DEBUG
