@@ -51,7 +51,9 @@ PYM_API void *pym_pvalloc(size_t size) PYM_MALLOC_LIKE;
 /* Bytes usable in the block at ptr (>= the size requested); 0 for NULL or
  * for a pointer pymalloc does not own. */
 PYM_API size_t pym_usable_size(const void *ptr);
-/* Nonzero when ptr is the start of a live block pymalloc handed out. */
+/* Nonzero when ptr is the start of a block pymalloc handed out.  A large
+ * block is recognised as live; a small or medium block freed since may still
+ * count (telling would take a scan of its pool's free list). */
 PYM_API int pym_owns(const void *ptr);
 
 /* ---- statistics ------------------------------------------------------- */

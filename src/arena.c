@@ -73,6 +73,11 @@ static pym_arena_t *pym_chunk_acquire(uint8_t kind)
     if (arena != NULL) {
         pym_chunk_cache = arena->next;
         pym_chunk_cache_count--;
+        /* A small arena finds pool headers at every 4 KiB boundary; after a
+         * medium span those bytes are old user data, so the pages go back to
+         * the kernel and return as zeros (= unused pool headers). */
+        if (kind == PYM_CHUNK_SMALL && arena->kind != PYM_CHUNK_SMALL)
+            pym_os_decommit((void *)arena->base, PYM_CHUNK_SIZE);
     } else {
         void *base = pym_os_map_aligned(PYM_CHUNK_SIZE, PYM_CHUNK_SIZE);
         if (base == NULL)
@@ -85,7 +90,7 @@ static pym_arena_t *pym_chunk_acquire(uint8_t kind)
         arena->base = (uintptr_t)base;
         pym_chunks_total++;
     }
-    uintptr_t base = arena->base;
+    uintptr_t base = arena->base; /* a cached chunk keeps base and kind */
     memset(arena, 0, sizeof(*arena));
     arena->base = base;
     arena->kind = kind;

@@ -25,7 +25,7 @@
  *   2. under the arena lock, give back every empty pool and abandon every
  *      other one (owner = NULL, listed per class in arena.c);
  *   3. swap the remote list for PYM_REMOTE_CLOSED and free what arrived
- *      meanwhile.  A thread that read the old owner before step 2 and tries
+ *      meanwhile; only then is the heap listed for reuse.  A thread that read the old owner before step 2 and tries
  *      to push afterwards sees CLOSED, re-reads the pool's owner (now NULL or
  *      an adopter) and frees there.  Nothing is lost and nobody waits.
  * The dead heap is kept for the next new thread.  A block freed into an
@@ -431,18 +431,23 @@ void pym_heap_thread_exit(void *arg)
         pym_arena_release_pool_locked(pool);
     }
     heap->empty_count = 0;
+    pthread_mutex_unlock(&pym_arena_lock);
+
+    /* From here on this thread frees like a stranger and allocates from the
+     * shared heap; late remote frees find the pools abandoned.  The remote
+     * list is closed before the heap is offered for reuse, so that a new
+     * owner's reopened list is never closed under it. */
+    pym_tls_heap = &pym_startup_heap;
+    pym_tls_heap_retired = true;
+    pym_block_t *late = __atomic_exchange_n(&heap->remote, PYM_REMOTE_CLOSED, __ATOMIC_ACQUIRE);
+    pym_heap_free_list(heap, late);
+
+    pthread_mutex_lock(&pym_arena_lock);
     heap->state = PYM_HEAP_DEAD;
     heap->next_dead = pym_dead_heaps;
     pym_dead_heaps = heap;
     pym_heaps_live--;
     pthread_mutex_unlock(&pym_arena_lock);
-
-    /* From here on this thread frees like a stranger and allocates from the
-     * shared heap; late remote frees find the pools abandoned. */
-    pym_tls_heap = &pym_startup_heap;
-    pym_tls_heap_retired = true;
-    pym_block_t *late = __atomic_exchange_n(&heap->remote, PYM_REMOTE_CLOSED, __ATOMIC_ACQUIRE);
-    pym_heap_free_list(heap, late);
 }
 
 /* ---- statistics, fork, debugging ---------------------------------------------------- */

@@ -308,6 +308,7 @@ PYM_INTERNAL void *pym_os_map_aligned(size_t size, size_t alignment);
 PYM_INTERNAL void pym_os_unmap(void *address, size_t size);
 PYM_INTERNAL bool pym_os_remap_in_place(void *address, size_t old_size, size_t new_size);
 PYM_INTERNAL void *pym_os_remap_aligned(void *address, size_t old_size, size_t new_size, size_t alignment);
+PYM_INTERNAL void pym_os_decommit(void *address, size_t size);
 PYM_INTERNAL size_t pym_os_page_size(void);
 
 /* ---- metadata (meta.c) -------------------------------------------------- */

@@ -120,6 +120,12 @@ void pym_large_free(pym_large_t *large, void *ptr)
 {
     pym_large_t *victims = NULL;
     pthread_mutex_lock(&pym_large_lock);
+    if (PYM_UNLIKELY((uintptr_t)ptr - large->base >= large->size)) {
+        /* In the mapping's last chunk but past its end: another mapping's. */
+        pthread_mutex_unlock(&pym_large_lock);
+        pym_invalid_free(ptr, "free");
+        return;
+    }
     if (PYM_UNLIKELY((uintptr_t)ptr != large->base || large->state != PYM_LARGE_LIVE)) {
         bool cached = (uintptr_t)ptr == large->base;
         pthread_mutex_unlock(&pym_large_lock);

@@ -7,7 +7,8 @@
  * `size` at a hint just past the previous aligned mapping (the kernel usually
  * honours it, and then no trimming is needed); when the result is misaligned,
  * the region is mapped again `alignment` bytes larger and the excess at both
- * ends is unmapped.
+ * ends is unmapped.  pym_os_decommit gives a range's pages back while keeping
+ * the range mapped (they read as zero afterwards).
  *
  * Failures return NULL with errno left as ENOMEM: callers turn them into a
  * NULL from malloc.
@@ -106,4 +107,11 @@ void *pym_os_remap_aligned(void *address, size_t old_size, size_t new_size, size
         return NULL;
     }
     return moved;
+}
+
+/* Drop the pages of a range, which stays mapped and reads as zero after. */
+void pym_os_decommit(void *address, size_t size)
+{
+    if (madvise(address, size, MADV_DONTNEED) != 0)
+        pym_report("pymalloc: madvise(%p, %zu, MADV_DONTNEED) failed (errno %d)", address, size, errno);
 }
