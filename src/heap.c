@@ -35,7 +35,8 @@
  *
  * After its heap is gone a thread can still allocate (destructors of other
  * libraries run later); it then uses the shared heap, the one heap guarded
- * by a mutex.
+ * by a mutex.  Blocks of the shared heap are freed under that mutex too, by
+ * whichever thread frees them: no thread would collect a remote list.
  */
 #include <errno.h>
 #include <string.h>
@@ -195,6 +196,18 @@ static void pym_heap_free_abandoned(pym_pool_t *pool, pym_block_t *block)
     pthread_mutex_unlock(&pym_arena_lock);
 }
 
+/* Free into a pool of the shared heap: it has no thread to collect a remote
+ * list, so the block goes back at once, under the shared heap's lock. */
+static bool pym_heap_free_shared(pym_pool_t *pool, pym_block_t *block)
+{
+    pthread_mutex_lock(&pym_shared_heap_lock);
+    bool owned = __atomic_load_n(&pool->owner, __ATOMIC_ACQUIRE) == &pym_shared_heap;
+    if (owned)
+        pym_pool_free_block(&pym_shared_heap, pool, block);
+    pthread_mutex_unlock(&pym_shared_heap_lock);
+    return owned;
+}
+
 void pym_heap_free_remote(pym_pool_t *pool, pym_block_t *block)
 {
     for (;;) {
@@ -202,6 +215,11 @@ void pym_heap_free_remote(pym_pool_t *pool, pym_block_t *block)
         if (owner == NULL) {
             pym_heap_free_abandoned(pool, block);
             return;
+        }
+        if (PYM_UNLIKELY(owner == &pym_shared_heap)) {
+            if (pym_heap_free_shared(pool, block))
+                return;
+            continue;
         }
         pym_block_t *head = __atomic_load_n(&owner->remote, __ATOMIC_RELAXED);
         while (head != PYM_REMOTE_CLOSED) {
@@ -474,7 +492,8 @@ void pym_heap_after_fork_child(void)
      * is not reused in the child.  Touching those heaps is not safe: their
      * threads may have stopped in the middle of a list update.  The forking
      * thread took the shared-heap lock in the prepare handler; it owns it in
-     * the child too. */
+     * the child too.  Only the forking thread's heap is live in the child. */
+    pym_heaps_live = pym_tls_heap->state == PYM_HEAP_LIVE ? 1 : 0;
     pthread_mutex_unlock(&pym_shared_heap_lock);
 }
 

@@ -62,7 +62,7 @@ export LC_ALL
 PYM_TMP=$(mktemp -d "${TMPDIR:-/tmp}/$pym_script.XXXXXX") || pym_die "mktemp failed"
 export PYM_TMP
 trap 'rm -rf "$PYM_TMP"' EXIT
-trap 'exit 1' HUP INT TERM
+trap 'exit 1' HUP INT PIPE TERM
 
 # ---- counting ----------------------------------------------------------------
 pym_passed=0
@@ -99,9 +99,11 @@ finish() {
 need_program() {
     # need_program VAR DEFAULT: VAR's value (or DEFAULT) must be executable.
     eval "pym_np_value=\${$1:-}"
-    [ -n "$pym_np_value" ] || pym_np_value=$(command -v "$2" 2>/dev/null || true)
-    if [ -z "$pym_np_value" ] || ! command -v "$pym_np_value" >/dev/null 2>&1; then
-        skip "$2 not found (set $1)"
+    if [ -n "$pym_np_value" ]; then
+        command -v "$pym_np_value" >/dev/null 2>&1 || skip "$2 not found ($1=$pym_np_value)"
+    else
+        pym_np_value=$(command -v "$2" 2>/dev/null || true)
+        [ -n "$pym_np_value" ] || skip "$2 not found (not in PATH, $1 not set)"
     fi
     eval "$1=\$pym_np_value"
 }
