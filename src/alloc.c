@@ -39,18 +39,16 @@ static pym_pool_t *pym_pool_of(uintptr_t address, uintptr_t entry)
 
 /* Why `ptr` is not a live block of `pool`, or NULL when it may be one.  Reads
  * of a foreign thread's pool are racy but monotone: a live block stays below
- * the bump pointer and its pool stays in use while the block lives. */
+ * the carved area and its pool stays in use while the block lives. */
 static const char *pym_pool_block_problem(pym_pool_t *pool, const void *ptr)
 {
     uint8_t state = __atomic_load_n(&pool->state, __ATOMIC_RELAXED);
     if (state != PYM_POOL_USED && state != PYM_POOL_FULL && state != PYM_POOL_ABANDONED)
         return "not in a pool in use";
     char *first = pym_pool_first_block(pool);
-    char *bump = __atomic_load_n(&pool->bump, __ATOMIC_RELAXED);
-    if ((const char *)ptr < first || (const char *)ptr >= bump)
+    if ((const char *)ptr < first || (const char *)ptr >= first + __atomic_load_n(&pool->carved, __ATOMIC_RELAXED))
         return "not a block handed out";
-    uint32_t offset = (uint32_t)((const char *)ptr - first);
-    if (!pym_class_offset_is_block(&pym_classes[pool->size_class], offset))
+    if (!pym_pool_offset_is_block(pool, (uint32_t)((const char *)ptr - first)))
         return "not the start of a block";
     return NULL;
 }

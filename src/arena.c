@@ -153,7 +153,7 @@ pym_pool_t *pym_arena_take_pools_locked(unsigned want, unsigned *got)
             arena->free_pools--;
             pym_pool_t *pool = (pym_pool_t *)(arena->base + (uintptr_t)index * PYM_POOL_SIZE);
             pool->arena = arena;
-            pool->index = (uint16_t)index;
+            pool->index = (uint8_t)index;
             pool->owner = NULL;
             pool->state = PYM_POOL_EMPTY;
             pool->next = NULL;

@@ -32,27 +32,20 @@ static PYM_ALWAYS_INLINE void *pym_malloc_inline(size_t size)
     return pym_malloc_generic(size);
 }
 
-/* True when `address` is a block a small pool has handed out: at or past the
- * first block, below the bump pointer, on a block boundary. */
-static PYM_ALWAYS_INLINE bool pym_small_block_in_range(const pym_pool_t *pool, uintptr_t address)
-{
-    uintptr_t first = (uintptr_t)pool + PYM_POOL_HEADER_SIZE;
-    uintptr_t offset = address - first;
-    return offset < (uintptr_t)pool->bump - first
-           && pym_class_offset_is_block(&pym_classes[pool->size_class], (uint32_t)offset);
-}
-
 static PYM_ALWAYS_INLINE void pym_free_inline(void *ptr)
 {
     uintptr_t address = (uintptr_t)ptr;
     uintptr_t entry = pym_chunkmap_lookup(address);
 #ifndef PYM_DEBUG /* debug builds check every free thoroughly in the generic path */
-    if (PYM_LIKELY((entry & PYM_CHUNK_KIND_MASK) == PYM_CHUNK_SMALL)) {
+    if (PYM_LIKELY(entry & PYM_CHUNK_SMALL)) {
         pym_pool_t *pool = (pym_pool_t *)(address & ~(PYM_POOL_SIZE - 1));
         pym_heap_t *heap = pym_tls_heap;
         pym_block_t *block = ptr;
+        /* Offset from the first block; an address inside the header wraps
+         * around to a huge value and fails the range check. */
+        uint32_t offset = (uint32_t)(address & (PYM_POOL_SIZE - 1)) - PYM_POOL_HEADER_SIZE;
         if (PYM_LIKELY(__atomic_load_n(&pool->owner, __ATOMIC_RELAXED) == heap
-                       && pym_small_block_in_range(pool, address) && block != pool->free)) {
+                       && pym_pool_offset_is_block(pool, offset) && block != pool->free)) {
             block->next = pool->free;
             pool->free = block;
             if (PYM_LIKELY(--pool->used != 0 && pool->state == PYM_POOL_USED))

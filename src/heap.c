@@ -108,7 +108,7 @@ static void pym_full_list_remove(pym_heap_t *heap, pym_pool_t *pool)
 /* Put a pool this heap just acquired (adopted or fresh) where it belongs. */
 static void pym_heap_link_pool(pym_heap_t *heap, pym_pool_t *pool)
 {
-    if (pool->free != NULL || pool->bump < pool->limit)
+    if (pool->free != NULL || pool->carved < pym_pool_area_bytes(pool))
         pym_class_list_push(heap, pool);
     else
         pym_full_list_push(heap, pool);
@@ -119,7 +119,7 @@ static void pym_heap_link_pool(pym_heap_t *heap, pym_pool_t *pool)
 static void pym_heap_cache_empty_pool(pym_heap_t *heap, pym_pool_t *pool)
 {
     pool->free = NULL;
-    __atomic_store_n(&pool->bump, pym_pool_first_block(pool), __ATOMIC_RELAXED);
+    __atomic_store_n(&pool->carved, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&pool->state, PYM_POOL_EMPTY, __ATOMIC_RELAXED);
     pool->prev = NULL;
     pool->next = heap->empty;
@@ -310,21 +310,23 @@ static pym_pool_t *pym_heap_new_pool(pym_heap_t *heap, unsigned size_class)
 static void *pym_pool_carve(pym_pool_t *pool)
 {
     const pym_class_t *cls = &pym_classes[pool->size_class];
-    char *block = pool->bump;
-    char *end = block + cls->block_size;
+    char *first = pym_pool_first_block(pool);
+    char *block = first + pool->carved;
+    uint32_t carved = pool->carved + cls->block_size;
     if (pool->size_class < PYM_SMALL_CLASSES) {
-        char *batch_end = block + (size_t)cls->block_size * PYM_BUMP_BATCH;
-        if (batch_end > pool->limit)
-            batch_end = pool->limit;
+        uint32_t batch_end = pool->carved + cls->block_size * PYM_BUMP_BATCH;
+        uint32_t area = pym_pool_area_bytes(pool);
+        if (batch_end > area)
+            batch_end = area;
         pym_block_t *list = NULL;
-        for (char *cursor = batch_end - cls->block_size; cursor >= end; cursor -= cls->block_size) {
-            ((pym_block_t *)cursor)->next = list;
-            list = (pym_block_t *)cursor;
+        for (uint32_t offset = batch_end - cls->block_size; offset >= carved; offset -= cls->block_size) {
+            ((pym_block_t *)(first + offset))->next = list;
+            list = (pym_block_t *)(first + offset);
         }
         pool->free = list;
-        end = batch_end;
+        carved = batch_end;
     }
-    __atomic_store_n(&pool->bump, end, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool->carved, carved, __ATOMIC_RELAXED);
     pool->used++;
     return block;
 }
@@ -351,7 +353,7 @@ static void *pym_heap_alloc_from(pym_heap_t *heap, unsigned size_class)
             pool->used++;
             return block;
         }
-        if (pool->bump < pool->limit)
+        if (pool->carved < pym_pool_area_bytes(pool))
             return pym_pool_carve(pool);
         pym_class_list_remove(heap, pool);
         pym_full_list_push(heap, pool);
@@ -503,18 +505,20 @@ static void pym_pool_verify(pym_pool_t *pool, pym_heap_t *heap)
     const pym_class_t *cls = &pym_classes[pool->size_class];
     char *first = pym_pool_first_block(pool);
     PYM_ASSERT(pool->owner == heap);
-    PYM_ASSERT(pool->bump >= first && pool->bump <= pool->limit);
+    PYM_ASSERT(pool->carved <= pym_pool_area_bytes(pool));
+    PYM_ASSERT(pool->odd_inverse == cls->odd_inverse && pool->rotate == cls->rotate);
+    char *bump = first + pool->carved;
     size_t free_count = 0;
     for (pym_block_t *block = pool->free; block != NULL; block = block->next) {
         uintptr_t offset = (uintptr_t)((char *)block - first);
-        if ((char *)block < first || (char *)block >= pool->bump || offset % cls->block_size != 0)
+        if ((char *)block < first || (char *)block >= bump || offset % cls->block_size != 0)
             pym_fatal("pymalloc: heap check: pool %p (%u-byte class) has a corrupt free list entry %p", (void *)pool,
                       cls->block_size, (void *)block);
         if (++free_count > cls->capacity)
             pym_fatal("pymalloc: heap check: pool %p (%u-byte class) free list loops (double free?)", (void *)pool,
                       cls->block_size);
     }
-    size_t handed_out = (size_t)(pool->bump - first) / cls->block_size;
+    size_t handed_out = pool->carved / cls->block_size;
     if (free_count + pool->used != handed_out)
         pym_fatal("pymalloc: heap check: pool %p (%u-byte class): %zu free + %u used != %zu carved", (void *)pool,
                   cls->block_size, free_count, pool->used, handed_out);

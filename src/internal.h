@@ -128,14 +128,23 @@ PYM_INTERNAL extern uint8_t pym_small_class_of[PYM_SMALL_CLASSES + 1];
 PYM_INTERNAL void pym_classes_init(unsigned alignment);
 PYM_INTERNAL unsigned pym_medium_class_of(size_t size);
 
+/* True when `offset` is a multiple of the block size whose odd part has
+ * inverse `odd_inverse` (mod 2^32) and whose power of two is 2^rotate: one
+ * multiply and one rotate instead of a division (the Granlund-Montgomery
+ * divisibility test). */
+static PYM_ALWAYS_INLINE bool pym_offset_is_multiple(uint32_t offset, uint32_t odd_inverse, unsigned rotate,
+                                                     uint32_t max_quotient)
+{
+    uint32_t product = offset * odd_inverse;
+    uint32_t rotated = (product >> rotate) | (product << ((32 - rotate) & 31));
+    return rotated <= max_quotient;
+}
+
 /* True when `offset` (bytes from a pool's first block) is a multiple of the
- * block size of `cls`: one multiply and one rotate instead of a division
- * (the Granlund-Montgomery divisibility test). */
+ * block size of `cls`. */
 static PYM_ALWAYS_INLINE bool pym_class_offset_is_block(const pym_class_t *cls, uint32_t offset)
 {
-    uint32_t product = offset * cls->odd_inverse;
-    uint32_t rotated = cls->rotate ? (product >> cls->rotate) | (product << (32 - cls->rotate)) : product;
-    return rotated <= cls->max_quotient;
+    return pym_offset_is_multiple(offset, cls->odd_inverse, cls->rotate, cls->max_quotient);
 }
 
 /* ---- pools -------------------------------------------------------------- */
@@ -149,33 +158,47 @@ enum pym_pool_state {
 
 /* Pool header: at the start of each small pool, inside the chunk descriptor
  * for a medium span.  Fields other than `owner` belong to the owning thread
- * (or to the arena lock when the pool is abandoned or unused). */
+ * (or to the arena lock when the pool is abandoned or unused).  The first 36
+ * bytes are all free() reads: a copy of the class's divisibility constants
+ * lives here so the fast path needs no class-table load. */
 struct pym_pool {
     pym_block_t *free;           /* next free block to hand out, NULL if none */
-    char *bump;                  /* first block never handed out */
-    char *limit;                 /* end of the last whole block */
     pym_heap_t *owner;           /* owning heap (atomic); NULL when abandoned or unused */
+    uint32_t used;               /* blocks handed out and not yet freed back here */
+    uint32_t carved;             /* bytes of the block area handed out at least once (the bump offset) */
+    uint32_t odd_inverse;        /* divisibility test of the block size (see pym_offset_is_multiple) */
+    uint32_t max_quotient;       /* UINT32_MAX / block size */
+    uint8_t rotate;              /* trailing zero bits of the block size */
+    uint8_t size_class;          /* index into pym_classes */
+    uint8_t state;               /* enum pym_pool_state */
+    uint8_t index;               /* pool number inside its arena (0 for a span) */
+    uint32_t reserved;           /* padding */
     pym_pool_t *next;            /* link in whichever list holds the pool */
     pym_pool_t *prev;
     pym_arena_t *arena;          /* descriptor of the chunk holding the pool */
-    uint32_t used;               /* blocks handed out and not yet freed back here */
-    uint8_t size_class;          /* index into pym_classes */
-    uint8_t state;               /* enum pym_pool_state */
-    uint16_t index;              /* pool number inside its arena (0 for a span) */
 };
 _Static_assert(sizeof(pym_pool_t) == PYM_POOL_HEADER_SIZE, "the pool header is one cache line");
 
-/* Address of a pool's first block. */
 static inline char *pym_pool_first_block(const pym_pool_t *pool);
 
+/* True when `offset` (bytes from the pool's first block) is a block the pool
+ * has handed out at least once. */
+static PYM_ALWAYS_INLINE bool pym_pool_offset_is_block(const pym_pool_t *pool, uint32_t offset)
+{
+    return offset < __atomic_load_n(&pool->carved, __ATOMIC_RELAXED)
+           && pym_offset_is_multiple(offset, pool->odd_inverse, pool->rotate, pool->max_quotient);
+}
+
 /* ---- chunk map (chunkmap.c) --------------------------------------------- */
+/* One bit per kind, so free's fast path tests "small arena" with one `test`
+ * (descriptors are 64-byte aligned: the low bits are free for the tag). */
 enum pym_chunk_kind {
     PYM_CHUNK_NONE = 0,          /* not pymalloc's */
     PYM_CHUNK_SMALL = 1,         /* small arena: entry points to its pym_arena_t */
     PYM_CHUNK_MEDIUM = 2,        /* medium span: entry points to its pym_arena_t */
-    PYM_CHUNK_LARGE = 3,         /* large mapping: entry points to its pym_large_t */
+    PYM_CHUNK_LARGE = 4,         /* large mapping: entry points to its pym_large_t */
 };
-#define PYM_CHUNK_KIND_MASK ((uintptr_t)3)
+#define PYM_CHUNK_KIND_MASK ((uintptr_t)7)
 
 #define PYM_CHUNKMAP_LEAF_SIZE ((size_t)1 << PYM_CHUNKMAP_LEAF_BITS)
 #define PYM_CHUNKMAP_ROOT_SIZE ((size_t)1 << (PYM_ADDRESS_BITS - PYM_CHUNK_SHIFT - PYM_CHUNKMAP_LEAF_BITS))
@@ -187,10 +210,10 @@ PYM_INTERNAL extern pym_chunkmap_leaf_t *pym_chunkmap_root[PYM_CHUNKMAP_ROOT_SIZ
 /* Kind-tagged entry for the chunk holding `address`, 0 if not pymalloc's. */
 static PYM_ALWAYS_INLINE uintptr_t pym_chunkmap_lookup(uintptr_t address)
 {
-    if (PYM_UNLIKELY(address >> PYM_ADDRESS_BITS))
-        return 0;
-    pym_chunkmap_leaf_t *leaf = __atomic_load_n(
-        &pym_chunkmap_root[address >> (PYM_CHUNK_SHIFT + PYM_CHUNKMAP_LEAF_BITS)], __ATOMIC_ACQUIRE);
+    uintptr_t root_index = address >> (PYM_CHUNK_SHIFT + PYM_CHUNKMAP_LEAF_BITS);
+    if (PYM_UNLIKELY(root_index >= PYM_CHUNKMAP_ROOT_SIZE))
+        return 0; /* beyond the 48-bit space: never pymalloc's */
+    pym_chunkmap_leaf_t *leaf = __atomic_load_n(&pym_chunkmap_root[root_index], __ATOMIC_ACQUIRE);
     if (PYM_UNLIKELY(leaf == NULL))
         return 0;
     return __atomic_load_n(&leaf->entries[(address >> PYM_CHUNK_SHIFT) & (PYM_CHUNKMAP_LEAF_SIZE - 1)],
@@ -359,6 +382,13 @@ static inline char *pym_pool_first_block(const pym_pool_t *pool)
     if (pool->size_class < PYM_SMALL_CLASSES)
         return (char *)pool + PYM_POOL_HEADER_SIZE;
     return (char *)pool->arena->base;
+}
+
+/* End of the pool's block area, as an offset from its first block. */
+static inline uint32_t pym_pool_area_bytes(const pym_pool_t *pool)
+{
+    const pym_class_t *cls = &pym_classes[pool->size_class];
+    return cls->capacity * cls->block_size;
 }
 
 static inline size_t pym_align_up(size_t value, size_t alignment)

@@ -81,11 +81,12 @@ void pym_pool_init(pym_pool_t *pool, unsigned size_class, pym_heap_t *owner)
 {
     const pym_class_t *cls = &pym_classes[size_class];
     pool->size_class = (uint8_t)size_class;
-    char *first = pym_pool_first_block(pool);
     pool->free = NULL;
     pool->used = 0;
-    __atomic_store_n(&pool->bump, first, __ATOMIC_RELAXED);
-    pool->limit = first + (size_t)cls->capacity * cls->block_size;
+    __atomic_store_n(&pool->carved, 0, __ATOMIC_RELAXED);
+    pool->odd_inverse = cls->odd_inverse;
+    pool->max_quotient = cls->max_quotient;
+    pool->rotate = (uint8_t)cls->rotate;
     pool->next = pool->prev = NULL;
     __atomic_store_n(&pool->state, PYM_POOL_USED, __ATOMIC_RELAXED);
     __atomic_store_n(&pool->owner, owner, __ATOMIC_RELEASE);

@@ -123,7 +123,7 @@ static bool next_block_needs_arena(pym_heap_t *heap, unsigned size_class)
     if (heap->empty != NULL)
         return false;
     for (pym_pool_t *pool = heap->pools[size_class]; pool != NULL && pool != &pym_empty_pool; pool = pool->next)
-        if (pool->free != NULL || pool->bump < pool->limit)
+        if (pool->free != NULL || pool->carved < pym_pool_area_bytes(pool))
             return false;
     return true;
 }
