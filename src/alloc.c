@@ -66,7 +66,7 @@ void pym_pool_check_block(pym_pool_t *pool, void *ptr, const char *caller)
     }
 }
 
-void pym_pool_free_block(pym_heap_t *heap, pym_pool_t *pool, pym_block_t *block)
+uint32_t pym_pool_push_block(pym_pool_t *pool, pym_block_t *block)
 {
     if (PYM_UNLIKELY(block == pool->free))
         pym_fatal("pymalloc: free(): double free of block %p (%u-byte class)", (void *)block,
@@ -79,7 +79,12 @@ void pym_pool_free_block(pym_heap_t *heap, pym_pool_t *pool, pym_block_t *block)
 #endif
     block->next = pool->free;
     pool->free = block;
-    if (--pool->used == 0 || pool->state != PYM_POOL_USED)
+    return --pool->used;
+}
+
+void pym_pool_free_block(pym_heap_t *heap, pym_pool_t *pool, pym_block_t *block)
+{
+    if (pym_pool_push_block(pool, block) == 0 || pool->state != PYM_POOL_USED)
         pym_heap_free_local_slow(heap, pool);
 }
 

@@ -184,12 +184,7 @@ static void pym_heap_free_abandoned(pym_pool_t *pool, pym_block_t *block)
         pym_pool_free_block(heap, pool, block);
         return;
     }
-    if (block == pool->free)
-        pym_fatal("pymalloc: free(): double free of block %p (%u-byte class)", (void *)block,
-                  pym_classes[pool->size_class].block_size);
-    block->next = pool->free;
-    pool->free = block;
-    if (--pool->used == 0) {
+    if (pym_pool_push_block(pool, block) == 0) {
         pym_arena_unlink_abandoned_locked(pool);
         pym_arena_release_pool_locked(pool);
     }

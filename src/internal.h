@@ -322,6 +322,10 @@ PYM_INTERNAL void pym_free_generic(void *ptr, uintptr_t entry);
 PYM_INTERNAL void *pym_aligned_generic(size_t alignment, size_t size);
 /* Validate `ptr` as a block of `pool`; reports and aborts when it is not. */
 PYM_INTERNAL void pym_pool_check_block(pym_pool_t *pool, void *ptr, const char *caller);
+/* Push a validated block onto its pool's free list (catching a double free
+ * of the last block freed there); returns the pool's new used count.  The
+ * caller owns the pool, or holds the lock that does. */
+PYM_INTERNAL uint32_t pym_pool_push_block(pym_pool_t *pool, pym_block_t *block);
 /* Push a validated block onto its own pool, as the owner. */
 PYM_INTERNAL void pym_pool_free_block(pym_heap_t *heap, pym_pool_t *pool, pym_block_t *block);
 
