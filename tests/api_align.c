@@ -26,6 +26,7 @@
 
 #include "pymalloc.h"
 #include "check.h"
+#include "testlib.h"
 
 static int (*volatile posix_memalign_fn)(void **, size_t, size_t) = posix_memalign;
 static void *(*volatile aligned_alloc_fn)(size_t, size_t) = aligned_alloc;
@@ -35,11 +36,6 @@ static void (*volatile free_fn)(void *) = free;
 static size_t (*volatile usable_fn)(void *) = malloc_usable_size;
 
 #define ERRNO_SENTINEL 12345
-
-static bool aligned_to(const void *ptr, size_t alignment)
-{
-    return ((uintptr_t)ptr & (alignment - 1)) == 0;
-}
 
 static void check_invalid_alignments(void)
 {

@@ -38,6 +38,7 @@
 
 #include "check.h"
 #include "pymalloc.h"
+#include "testlib.h"
 
 namespace {
 
@@ -47,10 +48,7 @@ struct Rng {
     explicit Rng(uint64_t seed) : state(seed * 0x9E3779B97F4A7C15ULL + 1) {}
     uint64_t next()
     {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        return state * 0x2545F4914F6CDD1DULL;
+        return rng_next(&state);
     }
 };
 
@@ -62,11 +60,6 @@ size_t blocks_in_use()
     for (int i = 0; i < PYM_STATS_CLASSES; i++)
         used += stats.classes[i].blocks_used;
     return used + stats.large_count;
-}
-
-bool aligned_to(const void *ptr, size_t alignment)
-{
-    return reinterpret_cast<uintptr_t>(ptr) % alignment == 0;
 }
 
 /* ---- new/delete ------------------------------------------------------------------ */

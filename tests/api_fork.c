@@ -42,6 +42,7 @@
 
 #include "check.h"
 #include "pymalloc.h"
+#include "testlib.h"
 
 #define FORKS 200
 #define WORKERS 3
@@ -56,56 +57,6 @@
 enum { CHILD_OK = 0, CHILD_CORRUPT = 10, CHILD_NO_MEMORY = 11, CHILD_THREAD_FAILED = 12, CHILD_NOT_OWNED = 13 };
 
 /* ---- helpers ------------------------------------------------------------------- */
-static uint64_t rng_next(uint64_t *state)
-{
-    uint64_t x = *state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *state = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static uint8_t fill_byte_of(uint64_t tag)
-{
-    return (uint8_t)((tag * 0x9E3779B97F4A7C15ULL) >> 56);
-}
-
-static void pattern_fill(void *block, size_t size, uint64_t tag)
-{
-    memcpy(block, &tag, sizeof(tag));
-    memset((char *)block + sizeof(tag), fill_byte_of(tag), size - sizeof(tag));
-}
-
-static bool pattern_ok(const void *block, size_t size, uint64_t tag)
-{
-    uint64_t stored;
-    memcpy(&stored, block, sizeof(stored));
-    if (stored != tag)
-        return false;
-    /* Word by word, then the tail: whole blocks are checked, so this must
-     * be fast. */
-    const uint8_t *bytes = (const uint8_t *)block + sizeof(tag);
-    size_t length = size - sizeof(tag), i = 0;
-    uint8_t expected = fill_byte_of(tag);
-    uint64_t expected_word = 0x0101010101010101ULL * expected, diff = 0;
-    for (; i + sizeof(uint64_t) <= length; i += sizeof(uint64_t)) {
-        uint64_t word;
-        memcpy(&word, bytes + i, sizeof(word));
-        diff |= word ^ expected_word;
-    }
-    for (; i < length; i++)
-        diff |= bytes[i] ^ expected;
-    return diff == 0;
-}
-
 /* Request sizes mixing the three kinds: mostly small, some medium, rare large. */
 static size_t pick_size(uint64_t r)
 {
@@ -116,12 +67,6 @@ static size_t pick_size(uint64_t r)
         return 513 + (r >> 16) % (32 * 1024);   /* medium */
     return 130 * 1024 + (r >> 16) % (200 * 1024); /* large */
 }
-
-typedef struct tagged_block {
-    void *block;
-    size_t size;
-    uint64_t tag;
-} tagged_block_t;
 
 static void fill_set(tagged_block_t *set, size_t count, uint64_t owner, uint64_t seed)
 {
@@ -204,13 +149,8 @@ static void worker_step(worker_state_t *state)
     pattern_fill(slot->block, slot->size, slot->tag);
     if ((r >> 20) % 3 == 0) {
         /* Swap with another thread's block: it is freed here later. */
-        pthread_mutex_lock(&exchange.lock);
-        tagged_block_t *shared = &exchange.slots[(r >> 24) % EXCHANGE_SLOTS];
-        tagged_block_t theirs = *shared;
-        *shared = *slot;
-        pthread_mutex_unlock(&exchange.lock);
-        *slot = theirs;
-        if (theirs.block != NULL && theirs.tag >> 48 != state->id)
+        tagged_swap(&exchange.lock, &exchange.slots[(r >> 24) % EXCHANGE_SLOTS], slot);
+        if (slot->block != NULL && slot->tag >> 48 != state->id)
             state->cross_frees++;
     }
     state->operations++;
@@ -333,18 +273,13 @@ static int child_churn(uint64_t seed, size_t count)
     for (size_t i = 0; i < count && result == CHILD_OK; i += 5) {
         /* realloc keeps the pattern's prefix; refill at the new size. */
         size_t old_size = blocks[i].size;
-        size_t new_size = old_size % 2 ? old_size * 3 : old_size / 2 + 8;
-        void *moved = realloc(blocks[i].block, new_size);
-        if (moved == NULL) {
+        bool intact;
+        if (!tagged_realloc(&blocks[i], old_size % 2 ? old_size * 3 : old_size / 2 + 8, &intact)) {
             result = CHILD_NO_MEMORY;
             break;
         }
-        size_t kept = old_size < new_size ? old_size : new_size;
-        if (!pattern_ok(moved, kept, blocks[i].tag))
+        if (!intact)
             result = CHILD_CORRUPT;
-        blocks[i].block = moved;
-        blocks[i].size = new_size;
-        pattern_fill(moved, new_size, blocks[i].tag);
     }
     for (size_t i = 0; i < count; i++) {
         if (blocks[i].block == NULL)

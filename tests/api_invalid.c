@@ -65,6 +65,7 @@ static void *launder(void *ptr)
 
 typedef struct child_result {
     int status;                 /* from waitpid */
+    char how[128];              /* the status in words: "exited with 0", "killed by signal 6 (Aborted)" */
     char out[CAPTURE_MAX];      /* the child's stdout */
     char err[CAPTURE_MAX];      /* the child's stderr */
 } child_result_t;
@@ -79,15 +80,15 @@ static bool child_aborted(const child_result_t *result)
     return WIFSIGNALED(result->status) && WTERMSIG(result->status) == SIGABRT;
 }
 
-static void describe_status(const child_result_t *result, char *buffer, size_t size)
+static void describe_status(child_result_t *result)
 {
     if (WIFEXITED(result->status))
-        snprintf(buffer, size, "exited with %d", WEXITSTATUS(result->status));
+        snprintf(result->how, sizeof(result->how), "exited with %d", WEXITSTATUS(result->status));
     else if (WIFSIGNALED(result->status))
-        snprintf(buffer, size, "killed by signal %d (%s)", WTERMSIG(result->status),
+        snprintf(result->how, sizeof(result->how), "killed by signal %d (%s)", WTERMSIG(result->status),
                  strsignal(WTERMSIG(result->status)));
     else
-        snprintf(buffer, size, "status 0x%x", result->status);
+        snprintf(result->how, sizeof(result->how), "status 0x%x", result->status);
 }
 
 /* Read both pipes to EOF (they are small, but poll keeps a chatty child from
@@ -123,7 +124,7 @@ static void capture_pipes(int out_fd, int err_fd, child_result_t *result)
 }
 
 /* Run body(arg) in a child with its stdout and stderr captured.  The child
- * exits 0 when body returns. */
+ * exits 0 when body returns; result->how describes how it ended. */
 static void run_child(void (*body)(void *), void *arg, child_result_t *result)
 {
     int out_pipe[2], err_pipe[2];
@@ -153,6 +154,7 @@ static void run_child(void (*body)(void *), void *arg, child_result_t *result)
     close(out_pipe[0]);
     close(err_pipe[0]);
     REQUIRE(waitpid(pid, &result->status, 0) == pid, "waitpid: %s", strerror(errno));
+    describe_status(result);
 }
 
 static size_t invalid_free_count(void)
@@ -212,9 +214,7 @@ static void test_foreign_frees_ignored(void)
 {
     child_result_t result;
     run_child(body_foreign_frees, NULL, &result);
-    char status[128];
-    describe_status(&result, status, sizeof(status));
-    CHECK(child_exited_ok(&result), "foreign frees: child %s; stderr: %s", status, result.err);
+    CHECK(child_exited_ok(&result), "foreign frees: child %s; stderr: %s", result.how, result.err);
     unsigned long null_delta = 99, foreign_delta = 99;
     int intact = 0;
     CHECK(sscanf(result.out, "null_delta=%lu foreign_delta=%lu intact=%d", &null_delta, &foreign_delta, &intact)
@@ -267,11 +267,9 @@ static void test_foreign_past_large_end(void)
 {
     child_result_t result;
     run_child(body_past_large_end, NULL, &result);
-    char status[128];
-    describe_status(&result, status, sizeof(status));
     CHECK(strstr(result.out, "setup-failed") == NULL, "past a large mapping: %s", result.out);
-    CHECK(child_exited_ok(&result), "free of a foreign page past a large mapping's end: child %s; stderr: %s", status,
-          result.err);
+    CHECK(child_exited_ok(&result), "free of a foreign page past a large mapping's end: child %s; stderr: %s",
+          result.how, result.err);
     unsigned long delta = 0;
     int intact = 0;
     char page[64] = "";
@@ -313,9 +311,7 @@ static void test_verbose_warning(void)
 {
     child_result_t result;
     run_child(body_exec_verbose, NULL, &result);
-    char status[128];
-    describe_status(&result, status, sizeof(status));
-    CHECK(child_exited_ok(&result), "verbose child %s; stderr: %s", status, result.err);
+    CHECK(child_exited_ok(&result), "verbose child %s; stderr: %s", result.how, result.err);
     char stack_text[64] = "", static_text[64] = "";
     unsigned long delta = 0;
     int fields = sscanf(result.out, "stack=%63s static=%63s delta=%lu", stack_text, static_text, &delta);
@@ -376,10 +372,9 @@ static void run_fatal_case(fatal_case_t *fatal)
 {
     child_result_t result;
     run_child(body_fatal_case, fatal, &result);
-    char status[128], address[64];
-    describe_status(&result, status, sizeof(status));
+    char address[64];
     snprintf(address, sizeof(address), "%p", (void *)((char *)fatal->block + fatal->offset));
-    CHECK(child_aborted(&result), "%s: expected SIGABRT, child %s; stdout: %s; stderr: %s", fatal->name, status,
+    CHECK(child_aborted(&result), "%s: expected SIGABRT, child %s; stdout: %s; stderr: %s", fatal->name, result.how,
           result.out, result.err);
     CHECK(strstr(result.err, fatal->expect) != NULL, "%s: stderr lacks \"%s\": \"%s\"", fatal->name, fatal->expect,
           result.err);
@@ -554,15 +549,13 @@ static void test_recycled_chunk_pool(void)
 {
     child_result_t result;
     run_child(body_recycled_chunk, NULL, &result);
-    char status[128];
-    describe_status(&result, status, sizeof(status));
     REQUIRE(strstr(result.out, "setup-failed") == NULL, "recycled chunk: %s", result.out);
     char target[64] = "";
     int owns = -1;
     CHECK(sscanf(result.out, "target=%63s owns=%d", target, &owns) == 2, "recycled chunk: child output \"%s\"",
           result.out);
     CHECK(owns == 0, "pym_owns() is %d for a block slot of a pool never handed out (%s)", owns, target);
-    CHECK(child_aborted(&result), "recycled chunk: free(%s) should abort, child %s; stderr: %s", target, status,
+    CHECK(child_aborted(&result), "recycled chunk: free(%s) should abort, child %s; stderr: %s", target, result.how,
           result.err);
     CHECK(strstr(result.err, "invalid pointer") != NULL && target[0] && strstr(result.err, target) != NULL,
           "recycled chunk: stderr should report invalid pointer %s: \"%s\"", target, result.err);

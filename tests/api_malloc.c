@@ -36,6 +36,7 @@
 
 #include "pymalloc.h"
 #include "check.h"
+#include "testlib.h"
 
 #define ALIGN8_CHILD_FLAG "--align8-child"
 
@@ -48,11 +49,6 @@ static void *(*volatile valloc_fn)(size_t) = valloc;
 static void *(*volatile pvalloc_fn)(size_t) = pvalloc;
 
 extern char **environ;
-
-static bool aligned_to(const void *ptr, size_t alignment)
-{
-    return ((uintptr_t)ptr & (alignment - 1)) == 0;
-}
 
 static int compare_pointers(const void *a, const void *b)
 {

@@ -32,16 +32,12 @@
 
 #include "pymalloc.h"
 #include "check.h"
+#include "testlib.h"
 
 static void *(*volatile glibc_malloc)(size_t) = malloc;
 static void (*volatile glibc_free)(void *) = free;
 
 static int static_object[16];
-
-static bool aligned_to(const void *ptr, size_t alignment)
-{
-    return ((uintptr_t)ptr & (alignment - 1)) == 0;
-}
 
 static size_t invalid_frees_now(void)
 {

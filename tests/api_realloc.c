@@ -187,20 +187,31 @@ static void check_growth_chain(void)
     free_fn(block);
 }
 
+/* Piece `index` of the string check_string_building appends: "<index>:",
+ * 0..299 letters (a count drawn from *state), a newline.  Returns its
+ * length. */
+#define PIECE_MAX 400
+
+static size_t string_piece(char piece[PIECE_MAX], size_t index, uint32_t *state)
+{
+    *state = *state * 1103515245u + 12345u;
+    size_t length = (size_t)snprintf(piece, PIECE_MAX, "%zu:", index);
+    size_t filler = (*state >> 16) % 300;
+    for (size_t i = 0; i < filler; i++)
+        piece[length++] = (char)('a' + (index + i) % 26);
+    piece[length++] = '\n';
+    return length;
+}
+
 static void check_string_building(void)
 {
     const size_t target = 8 * MiB;
     char *text = NULL;
     size_t length = 0, appends = 0;
     uint32_t state = 12345;
-    char piece[400];
+    char piece[PIECE_MAX];
     while (length < target) {
-        state = state * 1103515245u + 12345u;
-        size_t piece_length = (size_t)snprintf(piece, sizeof(piece), "%zu:", appends);
-        size_t filler = (state >> 16) % 300;
-        for (size_t i = 0; i < filler; i++)
-            piece[piece_length++] = (char)('a' + (appends + i) % 26);
-        piece[piece_length++] = '\n';
+        size_t piece_length = string_piece(piece, appends, &state);
         char *grown = realloc_fn(text, length + piece_length + 1);
         REQUIRE(grown != NULL, "realloc to %zu bytes", length + piece_length + 1);
         memcpy(grown + length, piece, piece_length);
@@ -214,12 +225,7 @@ static void check_string_building(void)
     state = 12345;
     size_t offset = 0, mismatched_pieces = 0;
     for (size_t index = 0; index < appends; index++) {
-        state = state * 1103515245u + 12345u;
-        size_t piece_length = (size_t)snprintf(piece, sizeof(piece), "%zu:", index);
-        size_t filler = (state >> 16) % 300;
-        for (size_t i = 0; i < filler; i++)
-            piece[piece_length++] = (char)('a' + (index + i) % 26);
-        piece[piece_length++] = '\n';
+        size_t piece_length = string_piece(piece, index, &state);
         if (memcmp(text + offset, piece, piece_length) != 0) {
             if (mismatched_pieces++ < 3)
                 fprintf(stderr, "piece %zu at offset %zu differs\n", index, offset);

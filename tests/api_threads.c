@@ -40,76 +40,15 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
 #include "pymalloc.h"
+#include "testlib.h"
 
 /* ---- helpers ------------------------------------------------------------------- */
 static atomic_size_t corrupt_blocks;     /* pattern mismatches seen by any thread */
 static atomic_size_t failed_allocations; /* malloc returning NULL */
-
-static uint64_t rng_next(uint64_t *state)
-{
-    uint64_t x = *state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *state = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static uint8_t fill_byte_of(uint64_t tag)
-{
-    return (uint8_t)((tag * 0x9E3779B97F4A7C15ULL) >> 56);
-}
-
-/* A block of `size` >= 8 bytes: its tag in the first word, a byte derived
- * from the tag everywhere else. */
-static void pattern_fill(void *block, size_t size, uint64_t tag)
-{
-    memcpy(block, &tag, sizeof(tag));
-    memset((char *)block + sizeof(tag), fill_byte_of(tag), size - sizeof(tag));
-}
-
-static bool pattern_ok(const void *block, size_t size, uint64_t tag)
-{
-    uint64_t stored;
-    memcpy(&stored, block, sizeof(stored));
-    if (stored != tag)
-        return false;
-    /* Word by word, then the tail: whole blocks are checked, so this must
-     * be fast. */
-    const uint8_t *bytes = (const uint8_t *)block + sizeof(tag);
-    size_t length = size - sizeof(tag), i = 0;
-    uint8_t expected = fill_byte_of(tag);
-    uint64_t expected_word = 0x0101010101010101ULL * expected, diff = 0;
-    for (; i + sizeof(uint64_t) <= length; i += sizeof(uint64_t)) {
-        uint64_t word;
-        memcpy(&word, bytes + i, sizeof(word));
-        diff |= word ^ expected_word;
-    }
-    for (; i < length; i++)
-        diff |= bytes[i] ^ expected;
-    return diff == 0;
-}
-
-static bool memory_is_zero(const void *block, size_t size)
-{
-    const uint8_t *bytes = block;
-    uint8_t any = 0;
-    for (size_t i = 0; i < size; i++)
-        any |= bytes[i];
-    return any == 0;
-}
 
 static void verify_and_free(void *block, size_t size, uint64_t tag)
 {
@@ -176,15 +115,9 @@ static void start_thread(pthread_t *thread, void *(*body)(void *), void *arg)
 #define PC_TIME_BUDGET 8.0          /* seconds; producers stop early past it */
 #define PC_LARGE_SIZE (200 * 1024)
 
-typedef struct pc_item {
-    void *block;
-    size_t size;
-    uint64_t tag;
-} pc_item_t;
-
 typedef struct pc_batch {        /* malloc'ed by a producer, freed by a consumer */
     size_t count;
-    pc_item_t items[PC_BATCH];
+    tagged_block_t items[PC_BATCH];
 } pc_batch_t;
 
 static struct {
@@ -245,7 +178,7 @@ static void *pc_producer(void *arg)
                 size = PC_LARGE_SIZE + (r >> 40) % 4096;
                 atomic_fetch_add(&pc_large_produced, 1);
             }
-            pc_item_t *item = &batch->items[batch->count++];
+            tagged_block_t *item = &batch->items[batch->count++];
             switch ((r >> 32) % 16) {
             case 0: /* aligned: the consumer frees it like any other block */
                 if (posix_memalign(&item->block, 64, size) != 0)
@@ -257,7 +190,7 @@ static void *pc_producer(void *arg)
                 item->block = calloc(1, size);
                 if (item->block == NULL)
                     item->block = checked_malloc(size);
-                else if (!memory_is_zero(item->block, size))
+                else if (!bytes_all(item->block, size, 0))
                     atomic_fetch_add(&corrupt_blocks, 1);
                 break;
             }
@@ -286,21 +219,14 @@ static void *pc_consumer(void *arg)
     pc_batch_t *batch;
     while ((batch = pc_pop()) != NULL) {
         for (size_t i = 0; i < batch->count; i++) {
-            pc_item_t *item = &batch->items[i];
+            tagged_block_t *item = &batch->items[i];
             if (item->tag % 16 == 0) {
                 /* realloc of another thread's block: contents kept, new size. */
-                size_t new_size = item->size % 2 ? item->size * 2 + 8 : item->size / 2 + 8;
-                void *moved = realloc(item->block, new_size);
-                if (moved == NULL) {
+                bool intact;
+                if (!tagged_realloc(item, item->size % 2 ? item->size * 2 + 8 : item->size / 2 + 8, &intact))
                     atomic_fetch_add(&failed_allocations, 1);
-                } else {
-                    size_t kept = item->size < new_size ? item->size : new_size;
-                    if (!pattern_ok(moved, kept, item->tag))
-                        atomic_fetch_add(&corrupt_blocks, 1);
-                    item->block = moved;
-                    item->size = new_size;
-                    pattern_fill(moved, new_size, item->tag);
-                }
+                else if (!intact)
+                    atomic_fetch_add(&corrupt_blocks, 1);
             }
             verify_and_free(item->block, item->size, item->tag);
         }
@@ -354,24 +280,18 @@ static void test_producer_consumer(void)
 #define HO_THREADS 4
 #define HO_BLOCKS 1500
 
-typedef struct ho_block {
-    void *block;
-    size_t size;
-    uint64_t tag;
-} ho_block_t;
-
 typedef struct ho_set {          /* allocated by the exiting thread, freed by main */
     size_t count;
     size_t small_count;          /* blocks of a small class */
     size_t medium_count;         /* blocks of a medium class */
-    ho_block_t blocks[];
+    tagged_block_t blocks[];
 } ho_set_t;
 
 static void *ho_worker(void *arg)
 {
     uint64_t seed = (uintptr_t)arg;
     uint64_t rng = 0xABCDEF12345ULL ^ (seed * 0x9E3779B97F4A7C15ULL);
-    ho_set_t *set = checked_malloc(sizeof(ho_set_t) + HO_BLOCKS * sizeof(ho_block_t));
+    ho_set_t *set = checked_malloc(sizeof(ho_set_t) + HO_BLOCKS * sizeof(tagged_block_t));
     set->count = set->small_count = set->medium_count = 0;
     /* Allocate more than is handed over and free the rest here, so the
      * exiting heap leaves partly used pools with free blocks behind. */
@@ -386,7 +306,7 @@ static void *ho_worker(void *arg)
             size = 513 + (r >> 20) % 7680; /* medium */
         else
             size = 150 * 1024 + (r >> 20) % 8192; /* large */
-        ho_block_t *entry = &set->blocks[set->count++];
+        tagged_block_t *entry = &set->blocks[set->count++];
         entry->block = checked_malloc(size);
         entry->size = size;
         entry->tag = (seed << 32) | i;
@@ -450,7 +370,7 @@ static void test_handover_and_exit(void)
         /* Free them interleaved across the sets, verifying each. */
         for (size_t i = 0; i < HO_BLOCKS; i++)
             for (int t = 0; t < HO_THREADS; t++) {
-                ho_block_t *entry = &sets[t]->blocks[(i * 7 + (size_t)t) % HO_BLOCKS];
+                tagged_block_t *entry = &sets[t]->blocks[(i * 7 + (size_t)t) % HO_BLOCKS];
                 if (!pym_owns(entry->block))
                     atomic_fetch_add(&corrupt_blocks, 1);
                 verify_and_free(entry->block, entry->size, entry->tag);
@@ -503,15 +423,9 @@ static void test_handover_and_exit(void)
 #define SL_WINDOW 32
 #define SL_EXCHANGE_SLOTS 64
 
-typedef struct sl_block {
-    void *block;
-    size_t size;
-    uint64_t tag;
-} sl_block_t;
-
 static struct {
     pthread_mutex_t lock;
-    sl_block_t slots[SL_EXCHANGE_SLOTS];
+    tagged_block_t slots[SL_EXCHANGE_SLOTS];
 } sl_exchange = {.lock = PTHREAD_MUTEX_INITIALIZER};
 static atomic_size_t sl_operations, sl_exchanged;
 
@@ -525,23 +439,20 @@ static size_t sl_pick_size(uint64_t r)
 /* Threads run 8 at a time and a new one starts as soon as one finishes, so
  * thread starts (which reuse the heaps of exited threads) overlap with
  * thread exits all the time. */
-static struct {
-    pthread_mutex_t lock;
-    pthread_cond_t finished;
-    bool done[SL_CONCURRENT];
-} sl_slots = {.lock = PTHREAD_MUTEX_INITIALIZER, .finished = PTHREAD_COND_INITIALIZER};
+static thread_slots_t sl_slots = THREAD_SLOTS_INITIALIZER;
+_Static_assert(SL_CONCURRENT <= THREAD_SLOTS_MAX, "more threads than slots");
 
 static void *sl_worker(void *arg)
 {
     uint64_t id = (uintptr_t)arg;
-    unsigned slot_index = (unsigned)(id % SL_CONCURRENT);
+    int slot_index = (int)(id % SL_CONCURRENT);
     uint64_t rng = 0x51ED270B27AE2F33ULL ^ (id * 0x100000001B3ULL);
-    sl_block_t window[SL_WINDOW] = {{0}};
+    tagged_block_t window[SL_WINDOW] = {{0}};
     uint64_t counter = 0;
     size_t exchanged = 0;
     for (int op = 0; op < SL_OPERATIONS; op++) {
         uint64_t r = rng_next(&rng);
-        sl_block_t *slot = &window[r % SL_WINDOW];
+        tagged_block_t *slot = &window[r % SL_WINDOW];
         if (slot->block != NULL)
             verify_and_free(slot->block, slot->size, slot->tag);
         slot->size = sl_pick_size(r);
@@ -550,12 +461,7 @@ static void *sl_worker(void *arg)
         pattern_fill(slot->block, slot->size, slot->tag);
         if ((r >> 8) % 8 == 0) {
             /* Swap this block with whatever another thread left. */
-            pthread_mutex_lock(&sl_exchange.lock);
-            sl_block_t *shared = &sl_exchange.slots[(r >> 24) % SL_EXCHANGE_SLOTS];
-            sl_block_t theirs = *shared;
-            *shared = *slot;
-            pthread_mutex_unlock(&sl_exchange.lock);
-            *slot = theirs;
+            tagged_swap(&sl_exchange.lock, &sl_exchange.slots[(r >> 24) % SL_EXCHANGE_SLOTS], slot);
             exchanged++;
         }
     }
@@ -564,10 +470,7 @@ static void *sl_worker(void *arg)
             verify_and_free(window[i].block, window[i].size, window[i].tag);
     atomic_fetch_add(&sl_operations, SL_OPERATIONS);
     atomic_fetch_add(&sl_exchanged, exchanged);
-    pthread_mutex_lock(&sl_slots.lock);
-    sl_slots.done[slot_index] = true;
-    pthread_cond_signal(&sl_slots.finished);
-    pthread_mutex_unlock(&sl_slots.lock);
+    thread_slots_done(&sl_slots, slot_index);
     return NULL;
 }
 
@@ -580,18 +483,8 @@ static void test_short_lived_threads(void)
     int started = 0, joined = 0;
     for (; started < SL_CONCURRENT; started++)
         start_thread(&threads[started], sl_worker, (void *)(uintptr_t)started);
-    pthread_mutex_lock(&sl_slots.lock);
     while (joined < SL_THREADS) {
-        int slot = -1;
-        for (int i = 0; i < SL_CONCURRENT && slot < 0; i++)
-            if (sl_slots.done[i])
-                slot = i;
-        if (slot < 0) {
-            pthread_cond_wait(&sl_slots.finished, &sl_slots.lock);
-            continue;
-        }
-        sl_slots.done[slot] = false;
-        pthread_mutex_unlock(&sl_slots.lock);
+        int slot = thread_slots_wait(&sl_slots, SL_CONCURRENT);
         pthread_join(threads[slot], NULL);
         joined++;
         if (started < SL_THREADS) {
@@ -600,12 +493,10 @@ static void test_short_lived_threads(void)
             start_thread(&threads[slot], sl_worker, (void *)(uintptr_t)id);
             started++;
         }
-        pthread_mutex_lock(&sl_slots.lock);
     }
-    pthread_mutex_unlock(&sl_slots.lock);
     /* Blocks still in the exchange belong to exited threads. */
     for (int i = 0; i < SL_EXCHANGE_SLOTS; i++) {
-        sl_block_t *shared = &sl_exchange.slots[i];
+        tagged_block_t *shared = &sl_exchange.slots[i];
         if (shared->block != NULL)
             verify_and_free(shared->block, shared->size, shared->tag);
         shared->block = NULL;
@@ -683,22 +574,22 @@ static pthread_key_t late_key;
 static atomic_size_t late_destructor_runs;
 static struct {
     pthread_mutex_t lock;
-    sl_block_t blocks[LATE_THREADS * LATE_BLOCKS];
+    tagged_block_t blocks[LATE_THREADS * LATE_BLOCKS];
     size_t count;
 } late_handed = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static void late_destructor(void *value)
 {
-    sl_block_t *carried = value;
+    tagged_block_t *carried = value;
     verify_and_free(carried->block, carried->size, carried->tag);
     uint64_t id = carried->tag >> 40;
     free(carried);
     uint64_t rng = 0x1A7E0000ULL + id;
-    sl_block_t local[LATE_BLOCKS / 2];
+    tagged_block_t local[LATE_BLOCKS / 2];
     size_t local_count = 0;
     for (int i = 0; i < LATE_BLOCKS; i++) {
         uint64_t r = rng_next(&rng);
-        sl_block_t entry = {.size = i % 40 == 0 ? 513 + r % 9000 : 8 + r % 505, .tag = (id << 40) | (0x100000 + i)};
+        tagged_block_t entry = {.size = i % 40 == 0 ? 513 + r % 9000 : 8 + r % 505, .tag = (id << 40) | (0x100000 + i)};
         entry.block = checked_malloc(entry.size);
         pattern_fill(entry.block, entry.size, entry.tag);
         if (i % 2 == 0) {
@@ -723,7 +614,7 @@ static void *late_worker(void *arg)
         scratch[i] = checked_malloc(16 + (size_t)i * 8);
         memset(scratch[i], 0x21, 16);
     }
-    sl_block_t *carried = checked_malloc(sizeof(*carried));
+    tagged_block_t *carried = checked_malloc(sizeof(*carried));
     carried->size = 200 + id;
     carried->tag = (id << 40) | 1;
     carried->block = checked_malloc(carried->size);
@@ -758,7 +649,7 @@ static void test_exit_destructors(void)
     CHECK(late_handed.count == (size_t)LATE_THREADS * LATE_BLOCKS / 2, "%zu blocks handed over by destructors",
           late_handed.count);
     for (size_t i = 0; i < late_handed.count; i++) {
-        sl_block_t *entry = &late_handed.blocks[i];
+        tagged_block_t *entry = &late_handed.blocks[i];
         if (!pym_owns(entry->block))
             atomic_fetch_add(&corrupt_blocks, 1);
         verify_and_free(entry->block, entry->size, entry->tag);

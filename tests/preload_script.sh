@@ -39,6 +39,15 @@ expect_grep() {
     fi
 }
 
+# expect_empty NAME FILE-SUFFIX WHAT: the wrapper run NAME wrote nothing to std<SUFFIX>.
+expect_empty() {
+    if [ -s "$PYM_TMP/$1.$2" ]; then
+        fail "$1: $3" "std$2: $(head -c 200 "$PYM_TMP/$1.$2")"
+    else
+        pass "$1: $3"
+    fi
+}
+
 # ---- --stats ---------------------------------------------------------------------
 wrap stats --lib="$PYM_LIB" --stats "$PYTHON3" -c 'print(1)'
 expect_rc stats 0
@@ -71,11 +80,7 @@ expect_grep align16 err '^pymalloc statistics (alignment 16, ' "--align=16 reach
 wrap nostats --lib="$PYM_LIB" "$PYTHON3" -c 'print(sum(range(100000)))'
 expect_rc nostats 0
 expect_grep nostats out '^4999950000$' "program output"
-if [ -s "$PYM_TMP/nostats.err" ]; then
-    fail "nostats: nothing on stderr" "$(head -n 3 "$PYM_TMP/nostats.err")"
-else
-    pass "nostats: nothing on stderr"
-fi
+expect_empty nostats err "nothing on stderr"
 
 # ---- the environment the command gets ----------------------------------------------
 # shellcheck disable=SC2016
@@ -106,20 +111,12 @@ expect_rc help-short 0
 wrap unknown --lib="$PYM_LIB" --frobnicate "$PYTHON3" -c 'print(1)'
 expect_rc unknown 2
 expect_grep unknown err "unknown option '--frobnicate'" "message names the option"
-if [ -s "$PYM_TMP/unknown.out" ]; then
-    fail "unknown: command not run" "stdout: $(head -c 200 "$PYM_TMP/unknown.out")"
-else
-    pass "unknown: command not run"
-fi
+expect_empty unknown out "command not run"
 
 wrap align7 --lib="$PYM_LIB" --align=7 "$PYTHON3" -c 'print(1)'
 expect_rc align7 2
 expect_grep align7 err '--align' "message names --align"
-if [ -s "$PYM_TMP/align7.out" ]; then
-    fail "align7: command not run" "stdout: $(head -c 200 "$PYM_TMP/align7.out")"
-else
-    pass "align7: command not run"
-fi
+expect_empty align7 out "command not run"
 
 wrap nocommand --lib="$PYM_LIB"
 expect_rc nocommand 2

@@ -32,6 +32,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "testlib.h"
+
 #define WORKERS 4
 #define WINDOW 64                 /* live blocks a worker holds */
 #define MAILBOX_SLOTS 256         /* blocks in transit between threads */
@@ -57,23 +59,6 @@ static atomic_ullong next_tag = 1;
 static double deadline;
 static pthread_mutex_t report_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static uint64_t rng_next(uint64_t *state)
-{
-    uint64_t x = *state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *state = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
-
 static void report(const char *what, const block_t *block, const char *detail)
 {
     unsigned long long count = atomic_fetch_add(&corruptions, 1) + 1;
@@ -86,14 +71,10 @@ static void report(const char *what, const block_t *block, const char *detail)
 }
 
 /* ---- patterns ------------------------------------------------------------------- */
-static uint8_t fill_byte_of(uint64_t tag)
-{
-    return (uint8_t)((tag * 0x9E3779B97F4A7C15ULL) >> 56);
-}
-
-/* The first 8 bytes hold the tag (or its low bytes in a tinier block), the
- * rest a byte derived from it. */
-static void pattern_fill_from(block_t *block, size_t from)
+/* Like testlib.h's pattern_fill, for blocks of any size (malloc(0)
+ * included): the first 8 bytes hold the tag (or its low bytes in a tinier
+ * block), the rest a byte derived from it. */
+static void block_pattern_fill_from(block_t *block, size_t from)
 {
     size_t head = block->size < 8 ? block->size : 8;
     for (size_t i = from; i < head; i++)
@@ -104,25 +85,13 @@ static void pattern_fill_from(block_t *block, size_t from)
 }
 
 /* Whether the first `length` bytes of the block still hold its pattern. */
-static bool pattern_ok(const block_t *block, size_t length)
+static bool block_pattern_ok(const block_t *block, size_t length)
 {
     size_t head = length < 8 ? length : 8;
     for (size_t i = 0; i < head; i++)
         if (block->ptr[i] != (uint8_t)(block->tag >> (8 * i)))
             return false;
-    if (length <= 8)
-        return true;
-    uint8_t expected = fill_byte_of(block->tag);
-    uint64_t expected_word = 0x0101010101010101ULL * expected, diff = 0;
-    size_t i = 8;
-    for (; i + 8 <= length; i += 8) {
-        uint64_t word;
-        memcpy(&word, block->ptr + i, sizeof(word));
-        diff |= word ^ expected_word;
-    }
-    for (; i < length; i++)
-        diff |= block->ptr[i] ^ expected;
-    return diff == 0;
+    return length <= 8 || bytes_all(block->ptr + 8, length - 8, fill_byte_of(block->tag));
 }
 
 /* ---- sizes and operations ------------------------------------------------------------- */
@@ -165,7 +134,7 @@ static void release(block_t *block)
 {
     if (block->ptr == NULL && block->size == 0)
         return; /* malloc(0) may return NULL */
-    if (!pattern_ok(block, block->size))
+    if (!block_pattern_ok(block, block->size))
         report("free", block, "pattern changed while the block was live");
     free(block->ptr);
     atomic_fetch_add_explicit(&op_totals[OP_FREE], 1, memory_order_relaxed);
@@ -188,20 +157,9 @@ static void allocate(block_t *slot, uint64_t r)
         size = count * each;
         slot->ptr = calloc(count, each);
         atomic_fetch_add_explicit(&op_totals[OP_CALLOC], 1, memory_order_relaxed);
-        if (slot->ptr != NULL) {
-            uint64_t any = 0;
-            size_t i = 0;
-            for (; i + 8 <= size; i += 8) {
-                uint64_t word;
-                memcpy(&word, slot->ptr + i, sizeof(word));
-                any |= word;
-            }
-            for (; i < size; i++)
-                any |= slot->ptr[i];
-            if (any != 0) {
-                block_t shown = {slot->ptr, size, slot->tag};
-                report("calloc", &shown, "memory not zeroed");
-            }
+        if (slot->ptr != NULL && !bytes_all(slot->ptr, size, 0)) {
+            block_t shown = {slot->ptr, size, slot->tag};
+            report("calloc", &shown, "memory not zeroed");
         }
     } else if (op < 14) {
         size_t alignment = (size_t)16 << ((r >> 50) % 10); /* 16 .. 8 KiB */
@@ -236,7 +194,7 @@ static void allocate(block_t *slot, uint64_t r)
     }
     atomic_fetch_add_explicit(&bytes_allocated, size, memory_order_relaxed);
     check_usable(slot);
-    pattern_fill_from(slot, 0);
+    block_pattern_fill_from(slot, 0);
 }
 
 static void reallocate(block_t *slot, uint64_t r)
@@ -244,7 +202,7 @@ static void reallocate(block_t *slot, uint64_t r)
     size_t new_size = pick_size(r);
     if (new_size == 0)
         new_size = 1; /* realloc(p, 0) frees: not what this step tests */
-    if (!pattern_ok(slot, slot->size))
+    if (!block_pattern_ok(slot, slot->size))
         report("realloc", slot, "pattern changed before realloc");
     unsigned char *moved = realloc(slot->ptr, new_size);
     atomic_fetch_add_explicit(&op_totals[OP_REALLOC], 1, memory_order_relaxed);
@@ -254,13 +212,13 @@ static void reallocate(block_t *slot, uint64_t r)
     }
     size_t kept = slot->size < new_size ? slot->size : new_size;
     block_t after = {moved, kept, slot->tag};
-    if (!pattern_ok(&after, kept))
+    if (!block_pattern_ok(&after, kept))
         report("realloc", &after, "contents not preserved");
     slot->ptr = moved;
     size_t old_size = slot->size;
     slot->size = new_size;
     check_usable(slot);
-    pattern_fill_from(slot, old_size < new_size ? old_size : new_size);
+    block_pattern_fill_from(slot, old_size < new_size ? old_size : new_size);
     atomic_fetch_add_explicit(&bytes_allocated, new_size, memory_order_relaxed);
 }
 
@@ -283,11 +241,8 @@ static void mailbox_swap(block_t *mine, uint64_t r)
 }
 
 /* ---- workers --------------------------------------------------------------------------------- */
-static struct {
-    pthread_mutex_t lock;
-    pthread_cond_t finished;
-    bool done[WORKERS];
-} workers = {.lock = PTHREAD_MUTEX_INITIALIZER, .finished = PTHREAD_COND_INITIALIZER};
+static thread_slots_t workers = THREAD_SLOTS_INITIALIZER;
+_Static_assert(WORKERS <= THREAD_SLOTS_MAX, "more workers than slots");
 
 typedef struct worker_arg {
     int slot;
@@ -322,10 +277,7 @@ static void *worker_main(void *arg)
             mailbox_swap(&window[i], rng_next(&rng));
         release(&window[i]);
     }
-    pthread_mutex_lock(&workers.lock);
-    workers.done[me->slot] = true;
-    pthread_cond_signal(&workers.finished);
-    pthread_mutex_unlock(&workers.lock);
+    thread_slots_done(&workers, me->slot);
     return NULL;
 }
 
@@ -369,18 +321,8 @@ int main(int argc, char **argv)
             return 1;
     }
     int running = WORKERS;
-    pthread_mutex_lock(&workers.lock);
     while (running > 0) {
-        int slot = -1;
-        for (int w = 0; w < WORKERS && slot < 0; w++)
-            if (workers.done[w])
-                slot = w;
-        if (slot < 0) {
-            pthread_cond_wait(&workers.finished, &workers.lock);
-            continue;
-        }
-        workers.done[slot] = false;
-        pthread_mutex_unlock(&workers.lock);
+        int slot = thread_slots_wait(&workers, WORKERS);
         pthread_join(threads[slot], NULL);
         running--;
         if (now_seconds() < deadline) {
@@ -390,9 +332,7 @@ int main(int argc, char **argv)
             else
                 running++;
         }
-        pthread_mutex_lock(&workers.lock);
     }
-    pthread_mutex_unlock(&workers.lock);
 
     /* Whatever is left in the mailbox belongs to exited threads. */
     for (int i = 0; i < MAILBOX_SLOTS; i++)

@@ -52,17 +52,30 @@ static void check_foreign_addresses(const char *when)
     free(glibc_block);
 }
 
-static void check_small_block(void)
+/* pym_malloc(size) of a pooled size: the block's chunk map entry must be
+ * of `kind` (small arena or medium span) and point to a descriptor of that
+ * kind based at the block's chunk.  Returns the descriptor. */
+static pym_arena_t *pooled_block(size_t size, unsigned kind, char **block_out, uintptr_t *entry_out)
 {
-    char *block = pym_malloc(48);
+    char *block = pym_malloc(size);
     REQUIRE(block != NULL);
     uintptr_t entry = pym_chunkmap_lookup((uintptr_t)block);
-    CHECK(kind_of(entry) == PYM_CHUNK_SMALL, "48-byte block: kind %u", kind_of(entry));
+    CHECK(kind_of(entry) == kind, "%zu-byte block: kind %u", size, kind_of(entry));
     pym_arena_t *arena = (pym_arena_t *)(entry & ~PYM_CHUNK_KIND_MASK);
     REQUIRE(arena != NULL);
-    CHECK(arena->kind == PYM_CHUNK_SMALL, "descriptor kind %u", arena->kind);
+    CHECK(arena->kind == kind, "%zu-byte block: descriptor kind %u", size, arena->kind);
     CHECK(arena->base == ((uintptr_t)block & ~(CHUNK - 1)), "descriptor base %#lx for block %p",
           (unsigned long)arena->base, (void *)block);
+    *block_out = block;
+    *entry_out = entry;
+    return arena;
+}
+
+static void check_small_block(void)
+{
+    char *block;
+    uintptr_t entry;
+    pym_arena_t *arena = pooled_block(48, PYM_CHUNK_SMALL, &block, &entry);
     pym_pool_t *pool = (pym_pool_t *)((uintptr_t)block & ~(PYM_POOL_SIZE - 1));
     CHECK(pool->arena == arena, "the pool header names the same arena");
     /* Every address in the arena maps to the same entry, first and last byte. */
@@ -75,14 +88,9 @@ static void check_small_block(void)
 
 static void check_medium_block(void)
 {
-    char *block = pym_malloc(2000);
-    REQUIRE(block != NULL);
-    uintptr_t entry = pym_chunkmap_lookup((uintptr_t)block);
-    CHECK(kind_of(entry) == PYM_CHUNK_MEDIUM, "2000-byte block: kind %u", kind_of(entry));
-    pym_arena_t *span = (pym_arena_t *)(entry & ~PYM_CHUNK_KIND_MASK);
-    REQUIRE(span != NULL);
-    CHECK(span->kind == PYM_CHUNK_MEDIUM, "descriptor kind %u", span->kind);
-    CHECK(span->base == ((uintptr_t)block & ~(CHUNK - 1)), "span base");
+    char *block;
+    uintptr_t entry;
+    pym_arena_t *span = pooled_block(2000, PYM_CHUNK_MEDIUM, &block, &entry);
     CHECK(span->span.size_class == pym_size_class(2000), "span class %u, expected %d", span->span.size_class,
           pym_size_class(2000));
     CHECK(span->span.arena == span, "the span's pool header points back at its descriptor");
