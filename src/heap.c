@@ -8,9 +8,12 @@
  * on "has this thread a heap yet" exists on the fast path.
  *
  * A heap keeps, per class, a doubly linked list of pools with free blocks;
- * the list head is where malloc's fast path pops.  Pools with no block left
- * move to the heap's full list and come back on the first free (CPython's
- * used/full pool states).  Emptied small pools wait in a small per-heap cache
+ * the list head is where malloc's fast path pops.  A pool with no block left
+ * leaves the list and is in no list at all while it is full; the first free
+ * into it puts it back at the head (CPython's used/full pool states).  Both
+ * moves touch only the pool itself and the pool at the list head, which is
+ * hot anyway: a full list would make every such move write two random pool
+ * headers (its neighbours), a cache and TLB miss each in a large heap.  Emptied small pools wait in a small per-heap cache
  * before going back to their arena, except the last pool of a class, which
  * stays put so that a malloc/free loop on one size never leaves the fast path.
  *
@@ -84,25 +87,10 @@ static void pym_class_list_remove(pym_heap_t *heap, pym_pool_t *pool)
     pool->next = pool->prev = NULL;
 }
 
-static void pym_full_list_push(pym_heap_t *heap, pym_pool_t *pool)
+static void pym_mark_full(pym_pool_t *pool)
 {
-    pool->prev = NULL;
-    pool->next = heap->full;
-    if (pool->next)
-        pool->next->prev = pool;
-    heap->full = pool;
-    __atomic_store_n(&pool->state, PYM_POOL_FULL, __ATOMIC_RELAXED);
-}
-
-static void pym_full_list_remove(pym_heap_t *heap, pym_pool_t *pool)
-{
-    if (pool->prev)
-        pool->prev->next = pool->next;
-    else
-        heap->full = pool->next;
-    if (pool->next)
-        pool->next->prev = pool->prev;
     pool->next = pool->prev = NULL;
+    __atomic_store_n(&pool->state, PYM_POOL_FULL, __ATOMIC_RELAXED);
 }
 
 /* Put a pool this heap just acquired (adopted or fresh) where it belongs. */
@@ -111,7 +99,7 @@ static void pym_heap_link_pool(pym_heap_t *heap, pym_pool_t *pool)
     if (pool->free != NULL || pool->carved < pym_pool_area_bytes(pool))
         pym_class_list_push(heap, pool);
     else
-        pym_full_list_push(heap, pool);
+        pym_mark_full(pool);
 }
 
 /* An emptied small pool is reset (so a stray free into it fails validation)
@@ -139,10 +127,8 @@ static void pym_heap_cache_empty_pool(pym_heap_t *heap, pym_pool_t *pool)
 /* ---- freeing ------------------------------------------------------------------ */
 void pym_heap_free_local_slow(pym_heap_t *heap, pym_pool_t *pool)
 {
-    if (pool->state == PYM_POOL_FULL) {
-        pym_full_list_remove(heap, pool);
+    if (pool->state == PYM_POOL_FULL)
         pym_class_list_push(heap, pool);
-    }
     if (pool->used != 0)
         return;
     /* Empty: keep the class's last pool, release the others. */
@@ -161,33 +147,39 @@ void pym_heap_free_local_slow(pym_heap_t *heap, pym_pool_t *pool)
 #endif
 }
 
-/* Free into an abandoned pool: adopt it when this thread has a heap of its
- * own, else free under the arena lock (which owns abandoned pools). */
-static void pym_heap_free_abandoned(pym_pool_t *pool, pym_block_t *block)
+/* An orphan free (see the top of this file): `seen_owner` is the owner the
+ * caller found, NULL or a heap whose remote list was CLOSED. */
+static void pym_heap_free_orphan(pym_pool_t *pool, pym_block_t *block, pym_heap_t *seen_owner)
 {
     pym_heap_t *heap = pym_tls_heap;
     pthread_mutex_lock(&pym_arena_lock);
-    if (__atomic_load_n(&pool->owner, __ATOMIC_ACQUIRE) != NULL) {
-        pthread_mutex_unlock(&pym_arena_lock); /* adopted meanwhile: route again */
+    pym_heap_t *owner = __atomic_load_n(&pool->owner, __ATOMIC_ACQUIRE);
+    bool orphan = owner == NULL
+                  || (owner == seen_owner && __atomic_load_n(&owner->remote, __ATOMIC_ACQUIRE) == PYM_REMOTE_CLOSED);
+    if (!orphan) {
+        pthread_mutex_unlock(&pym_arena_lock); /* adopted or reopened meanwhile: route again */
         pym_heap_free_remote(pool, block);
         return;
     }
-    if (pool->state != PYM_POOL_ABANDONED) {
+    uint8_t state = pool->state;
+    if (owner == NULL ? state != PYM_POOL_ABANDONED : state != PYM_POOL_FULL) {
         pthread_mutex_unlock(&pym_arena_lock);
         pym_fatal("pymalloc: free(): invalid pointer %p: its pool is not in use (double free?)", (void *)block);
     }
-    if (heap->state == PYM_HEAP_LIVE) {
+    if (state == PYM_POOL_ABANDONED)
         pym_arena_unlink_abandoned_locked(pool);
+    if (heap->state == PYM_HEAP_LIVE) {
         __atomic_store_n(&pool->owner, heap, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&pym_arena_lock);
         pym_heap_link_pool(heap, pool);
         pym_pool_free_block(heap, pool, block);
         return;
     }
-    if (pym_pool_push_block(pool, block) == 0) {
-        pym_arena_unlink_abandoned_locked(pool);
+    /* No heap to adopt it: free under the lock, leave the pool to others. */
+    if (pym_pool_push_block(pool, block) == 0)
         pym_arena_release_pool_locked(pool);
-    }
+    else
+        pym_arena_abandon_pool_locked(pool);
     pthread_mutex_unlock(&pym_arena_lock);
 }
 
@@ -208,7 +200,7 @@ void pym_heap_free_remote(pym_pool_t *pool, pym_block_t *block)
     for (;;) {
         pym_heap_t *owner = __atomic_load_n(&pool->owner, __ATOMIC_ACQUIRE);
         if (owner == NULL) {
-            pym_heap_free_abandoned(pool, block);
+            pym_heap_free_orphan(pool, block, NULL);
             return;
         }
         if (PYM_UNLIKELY(owner == &pym_shared_heap)) {
@@ -223,20 +215,23 @@ void pym_heap_free_remote(pym_pool_t *pool, pym_block_t *block)
                                             __ATOMIC_RELAXED))
                 return;
         }
-        /* The owner is retiring: its pools are abandoned by now; look again. */
+        /* The owner has exited: an orphan free. */
+        pym_heap_free_orphan(pool, block, owner);
+        return;
     }
 }
 
-/* Free every block of a list taken from a heap's remote list. */
+/* Free every block of a list taken from a heap's remote list: as the owner
+ * where `heap` owns the block's pool, as a stranger otherwise (`heap` NULL:
+ * always as a stranger). */
 static void pym_heap_free_list(pym_heap_t *heap, pym_block_t *list)
 {
     while (list != NULL) {
         pym_block_t *next = list->next;
         uintptr_t entry = pym_chunkmap_lookup((uintptr_t)list);
-        pym_pool_t *pool = (entry & PYM_CHUNK_KIND_MASK) == PYM_CHUNK_SMALL
-                               ? (pym_pool_t *)((uintptr_t)list & ~(PYM_POOL_SIZE - 1))
-                               : &((pym_arena_t *)(entry & ~PYM_CHUNK_KIND_MASK))->span;
-        if (__atomic_load_n(&pool->owner, __ATOMIC_ACQUIRE) == heap)
+        pym_pool_t *pool = (entry & PYM_CHUNK_SMALL) ? (pym_pool_t *)((uintptr_t)list & ~(PYM_POOL_SIZE - 1))
+                                                     : &((pym_arena_t *)(entry & ~PYM_CHUNK_KIND_MASK))->span;
+        if (heap != NULL && __atomic_load_n(&pool->owner, __ATOMIC_ACQUIRE) == heap)
             pym_pool_free_block(heap, pool, list);
         else
             pym_heap_free_remote(pool, list); /* the pool changed hands since the push */
@@ -351,7 +346,7 @@ static void *pym_heap_alloc_from(pym_heap_t *heap, unsigned size_class)
         if (pool->carved < pym_pool_area_bytes(pool))
             return pym_pool_carve(pool);
         pym_class_list_remove(heap, pool);
-        pym_full_list_push(heap, pool);
+        pym_mark_full(pool);
     }
 }
 
@@ -376,8 +371,10 @@ static pym_heap_t *pym_heap_acquire(void)
     }
     heap->next_dead = NULL;
     heap->state = PYM_HEAP_LIVE;
-    __atomic_store_n(&heap->remote, NULL, __ATOMIC_RELEASE); /* reopen a retired heap's remote list */
     pthread_mutex_lock(&pym_arena_lock);
+    /* Reopen a retired heap's remote list under the arena lock: orphan frees
+     * decide under that lock whether the owner is closed. */
+    __atomic_store_n(&heap->remote, NULL, __ATOMIC_RELEASE);
     pym_heaps_live++;
     pthread_mutex_unlock(&pym_arena_lock);
     /* Set the TLS pointer first: pthread_setspecific may allocate. */
@@ -435,11 +432,6 @@ void pym_heap_thread_exit(void *arg)
             pool = heap->pools[size_class];
         }
     }
-    while (heap->full != NULL) {
-        pym_pool_t *pool = heap->full;
-        pym_full_list_remove(heap, pool);
-        pym_heap_give_back_locked(pool);
-    }
     while (heap->empty != NULL) {
         pym_pool_t *pool = heap->empty;
         heap->empty = pool->next;
@@ -455,7 +447,7 @@ void pym_heap_thread_exit(void *arg)
     pym_tls_heap = &pym_startup_heap;
     pym_tls_heap_retired = true;
     pym_block_t *late = __atomic_exchange_n(&heap->remote, PYM_REMOTE_CLOSED, __ATOMIC_ACQUIRE);
-    pym_heap_free_list(heap, late);
+    pym_heap_free_list(NULL, late); /* orphan frees now: the heap is closed */
 
     pthread_mutex_lock(&pym_arena_lock);
     heap->state = PYM_HEAP_DEAD;
@@ -526,9 +518,5 @@ void pym_heap_verify(pym_heap_t *heap)
             PYM_ASSERT(pool->state == PYM_POOL_USED && pool->size_class == size_class);
             pym_pool_verify(pool, heap);
         }
-    for (pym_pool_t *pool = heap->full; pool; pool = pool->next) {
-        PYM_ASSERT(pool->state == PYM_POOL_FULL);
-        pym_pool_verify(pool, heap);
-    }
 }
 #endif

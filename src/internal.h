@@ -151,7 +151,7 @@ static PYM_ALWAYS_INLINE bool pym_class_offset_is_block(const pym_class_t *cls, 
 enum pym_pool_state {
     PYM_POOL_UNUSED = 0,         /* never carved, or returned to its arena */
     PYM_POOL_USED,               /* owned, in its heap's class list */
-    PYM_POOL_FULL,               /* owned, no block left, in its heap's full list */
+    PYM_POOL_FULL,               /* owned, no block left, in no list */
     PYM_POOL_EMPTY,              /* owned, all blocks free, in its heap's empty cache */
     PYM_POOL_ABANDONED,          /* its thread exited; in the arena's abandoned list */
 };
@@ -294,7 +294,6 @@ enum pym_heap_state {
 struct pym_heap {
     pym_pool_t *pools[PYM_CLASS_COUNT]; /* per class: first pool with free blocks, or &pym_empty_pool */
     pym_block_t *remote;         /* blocks freed by other threads (atomic, CAS push) */
-    pym_pool_t *full;            /* owned pools with no free block, all classes */
     pym_pool_t *empty;           /* owned small pools with every block free */
     uint32_t empty_count;        /* length of `empty` */
     uint8_t state;               /* enum pym_heap_state */

@@ -10,8 +10,8 @@
  *     block's pool header (at ptr & ~4095, or the span descriptor) names the
  *     right class, arena, index and owner; freeing them all leaves at most
  *     one pool of the class and at most 16 empty pools in the heap's cache;
- *   - a pool that runs out of blocks moves to PYM_POOL_FULL (and the heap's
- *     full list) and back to PYM_POOL_USED, at the head of its class list, on
+ *   - a pool that runs out of blocks moves to PYM_POOL_FULL (in no list)
+ *     and back to PYM_POOL_USED, at the head of its class list, on
  *     its first free; the freed block is the next one handed out;
  *   - new pools come from the most used arena: with a lightly used arena and
  *     a heavily used one both holding free pools, fresh pools are taken from
@@ -326,13 +326,15 @@ static void check_full_pool_returns_to_used(void)
     CHECK(first_pool->used == capacity, "used %u, capacity %u", first_pool->used, capacity);
     CHECK(stats_now().classes[size_class].full_pools == 1, "a pool with every block handed out counts as full");
 
-    /* One more: the exhausted pool moves to the full list, a new pool serves. */
+    /* One more: the exhausted pool leaves its class list (a full pool is in no
+     * list), a new pool serves. */
     REQUIRE((blocks[capacity] = pym_malloc(size)) != NULL);
     pym_pool_t *second_pool = pool_of(blocks[capacity]);
     CHECK(second_pool != first_pool, "block %u comes from a second pool", capacity + 1);
     CHECK(first_pool->state == PYM_POOL_FULL, "exhausted pool state %u, expected FULL", first_pool->state);
-    CHECK(pool_in_list(heap->full, first_pool), "the exhausted pool is on the heap's full list");
-    CHECK(!pool_in_list(heap->pools[size_class], first_pool), "and not on the class list");
+    CHECK(!pool_in_list(heap->pools[size_class], first_pool), "the exhausted pool is not on the class list");
+    CHECK(first_pool->next == NULL && first_pool->prev == NULL, "and is linked to nothing");
+    CHECK(first_pool->owner == heap, "it still belongs to the heap");
     CHECK(second_pool->state == PYM_POOL_USED, "the new pool is USED");
     CHECK(heap->pools[size_class] == second_pool, "the new pool heads the class list");
 
@@ -341,7 +343,6 @@ static void check_full_pool_returns_to_used(void)
     pym_free(freed);
     CHECK(first_pool->state == PYM_POOL_USED, "after one free the pool state is %u, expected USED",
           first_pool->state);
-    CHECK(!pool_in_list(heap->full, first_pool), "the pool left the full list");
     CHECK(heap->pools[size_class] == first_pool, "the pool heads its class list again");
     CHECK(first_pool->used == capacity - 1, "used %u after one free", first_pool->used);
     CHECK(stats_now().classes[size_class].full_pools == 0, "no full pool of the class is left");
