@@ -154,8 +154,8 @@ pym_pool_t *pym_arena_take_pools_locked(unsigned want, unsigned *got)
             pym_pool_t *pool = (pym_pool_t *)(arena->base + (uintptr_t)index * PYM_POOL_SIZE);
             pool->arena = arena;
             pool->index = (uint8_t)index;
-            pool->owner = NULL;
-            pool->state = PYM_POOL_EMPTY;
+            __atomic_store_n(&pool->owner, NULL, __ATOMIC_RELAXED);
+            __atomic_store_n(&pool->state, PYM_POOL_EMPTY, __ATOMIC_RELAXED);
             pool->next = NULL;
             *tail = pool;
             tail = &pool->next;

@@ -279,7 +279,7 @@ static pym_pool_t *pym_heap_new_pool(pym_heap_t *heap, unsigned size_class)
     unsigned got;
     pool = pym_arena_take_pools_locked(PYM_HEAP_POOL_BATCH, &got);
     for (pym_pool_t *spare = pool ? pool->next : NULL; spare != NULL; spare = spare->next)
-        spare->owner = heap;
+        __atomic_store_n(&spare->owner, heap, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&pym_arena_lock);
     if (pool == NULL)
         return NULL;
