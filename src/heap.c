@@ -60,7 +60,6 @@ static pym_heap_t pym_shared_heap = {
 };
 static pthread_mutex_t pym_shared_heap_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static pym_heap_t *pym_all_heaps;      /* every heap made (next_heap), under the arena lock */
 static pym_heap_t *pym_dead_heaps;     /* heaps of exited threads (next_dead), under the arena lock */
 static size_t pym_heaps_live;          /* heaps owned by running threads */
 
@@ -364,10 +363,6 @@ static pym_heap_t *pym_heap_acquire(void)
             return NULL;
         for (unsigned i = 0; i < PYM_CLASS_COUNT; i++)
             heap->pools[i] = &pym_empty_pool;
-        pthread_mutex_lock(&pym_arena_lock);
-        heap->next_heap = pym_all_heaps;
-        pym_all_heaps = heap;
-        pthread_mutex_unlock(&pym_arena_lock);
     }
     heap->next_dead = NULL;
     heap->state = PYM_HEAP_LIVE;

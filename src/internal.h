@@ -297,7 +297,6 @@ struct pym_heap {
     pym_pool_t *empty;           /* owned small pools with every block free */
     uint32_t empty_count;        /* length of `empty` */
     uint8_t state;               /* enum pym_heap_state */
-    pym_heap_t *next_heap;       /* every heap ever made, for statistics */
     pym_heap_t *next_dead;       /* dead heaps waiting for reuse */
 };
 
@@ -309,7 +308,6 @@ PYM_INTERNAL void *pym_heap_malloc_slow(size_t size, unsigned size_class);
 PYM_INTERNAL void pym_heap_free_local_slow(pym_heap_t *heap, pym_pool_t *pool);
 PYM_INTERNAL void pym_heap_free_remote(pym_pool_t *pool, pym_block_t *block);
 PYM_INTERNAL void pym_heap_thread_exit(void *heap);
-PYM_INTERNAL pym_heap_t *pym_heap_first(void);
 PYM_INTERNAL void pym_heap_lock_all(void);
 PYM_INTERNAL void pym_heap_unlock_all(void);
 PYM_INTERNAL void pym_heap_after_fork_child(void);
