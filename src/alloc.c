@@ -30,13 +30,6 @@
 size_t pym_invalid_free_count;
 
 /* ---- block validation ----------------------------------------------------------- */
-static pym_pool_t *pym_pool_of(uintptr_t address, uintptr_t entry)
-{
-    if ((entry & PYM_CHUNK_KIND_MASK) == PYM_CHUNK_SMALL)
-        return (pym_pool_t *)(address & ~(PYM_POOL_SIZE - 1));
-    return &((pym_arena_t *)(entry & ~PYM_CHUNK_KIND_MASK))->span;
-}
-
 /* Why `ptr` is not a live block of `pool`, or NULL when it may be one.  Reads
  * of a foreign thread's pool are racy but monotone: a live block stays below
  * the carved area and its pool stays in use while the block lives. */
@@ -45,10 +38,10 @@ static const char *pym_pool_block_problem(pym_pool_t *pool, const void *ptr)
     uint8_t state = __atomic_load_n(&pool->state, __ATOMIC_RELAXED);
     if (state != PYM_POOL_USED && state != PYM_POOL_FULL && state != PYM_POOL_ABANDONED)
         return "not in a pool in use";
-    char *first = pym_pool_first_block(pool);
-    if ((const char *)ptr < first || (const char *)ptr >= first + __atomic_load_n(&pool->carved, __ATOMIC_RELAXED))
+    uintptr_t offset = (uintptr_t)ptr - (uintptr_t)pym_pool_first_block(pool); /* wraps if ptr < first */
+    if (offset >= __atomic_load_n(&pool->carved, __ATOMIC_RELAXED))
         return "not a block handed out";
-    if (!pym_pool_offset_is_block(pool, (uint32_t)((const char *)ptr - first)))
+    if (!pym_offset_is_multiple((uint32_t)offset, pool->odd_inverse, pool->rotate, pool->max_quotient))
         return "not the start of a block";
     return NULL;
 }

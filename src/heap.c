@@ -227,9 +227,7 @@ static void pym_heap_free_list(pym_heap_t *heap, pym_block_t *list)
 {
     while (list != NULL) {
         pym_block_t *next = list->next;
-        uintptr_t entry = pym_chunkmap_lookup((uintptr_t)list);
-        pym_pool_t *pool = (entry & PYM_CHUNK_SMALL) ? (pym_pool_t *)((uintptr_t)list & ~(PYM_POOL_SIZE - 1))
-                                                     : &((pym_arena_t *)(entry & ~PYM_CHUNK_KIND_MASK))->span;
+        pym_pool_t *pool = pym_pool_of((uintptr_t)list, pym_chunkmap_lookup((uintptr_t)list));
         if (heap != NULL && __atomic_load_n(&pool->owner, __ATOMIC_ACQUIRE) == heap)
             pym_pool_free_block(heap, pool, list);
         else

@@ -385,6 +385,15 @@ static inline char *pym_pool_first_block(const pym_pool_t *pool)
     return (char *)pool->arena->base;
 }
 
+/* The pool of a block in a small arena or medium span (`entry` is the
+ * block's chunk-map entry, of kind SMALL or MEDIUM). */
+static inline pym_pool_t *pym_pool_of(uintptr_t address, uintptr_t entry)
+{
+    if (entry & PYM_CHUNK_SMALL)
+        return (pym_pool_t *)(address & ~(PYM_POOL_SIZE - 1));
+    return &((pym_arena_t *)(entry & ~PYM_CHUNK_KIND_MASK))->span;
+}
+
 /* End of the pool's block area, as an offset from its first block. */
 static inline uint32_t pym_pool_area_bytes(const pym_pool_t *pool)
 {

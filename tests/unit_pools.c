@@ -39,15 +39,13 @@ static pym_stats_t stats_now(void)
     return stats;
 }
 
-/* The pool header of a block, small or medium. */
+/* The pool header of a block, small or medium (NULL for anything else). */
 static pym_pool_t *pool_of(const void *block)
 {
     uintptr_t entry = pym_chunkmap_lookup((uintptr_t)block);
-    if ((entry & PYM_CHUNK_KIND_MASK) == PYM_CHUNK_SMALL)
-        return (pym_pool_t *)((uintptr_t)block & ~(PYM_POOL_SIZE - 1));
-    if ((entry & PYM_CHUNK_KIND_MASK) == PYM_CHUNK_MEDIUM)
-        return &((pym_arena_t *)(entry & ~PYM_CHUNK_KIND_MASK))->span;
-    return NULL;
+    if (!(entry & (PYM_CHUNK_SMALL | PYM_CHUNK_MEDIUM)))
+        return NULL;
+    return pym_pool_of((uintptr_t)block, entry);
 }
 
 static bool pool_in_list(pym_pool_t *head, pym_pool_t *wanted)
