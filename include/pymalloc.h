@@ -56,6 +56,11 @@ PYM_API size_t pym_usable_size(const void *ptr);
  * count (telling would take a scan of its pool's free list). */
 PYM_API int pym_owns(const void *ptr);
 
+/* Return the free blocks held in the calling thread's cache to their pools
+ * (pools and arenas that become empty can then go back to the OS).  Threads
+ * flush their caches when they exit; malloc_trim flushes the caller's. */
+PYM_API void pym_flush_thread_cache(void);
+
 /* ---- statistics ------------------------------------------------------- */
 #define PYM_STATS_CLASSES 96          /* 64 small classes + 32 medium classes */
 #define PYM_STATS_SMALL_CLASSES 64
@@ -65,7 +70,8 @@ typedef struct pym_class_stats {
     size_t pools;                     /* pools (small) or spans (medium) in use */
     size_t full_pools;                /* of which have no free block */
     size_t blocks_used;               /* blocks handed out and not freed */
-    size_t blocks_free;               /* blocks free in those pools */
+    size_t blocks_cached;             /* freed blocks held in thread caches for reuse */
+    size_t blocks_free;               /* blocks free in those pools (not counting cached ones) */
 } pym_class_stats_t;
 
 typedef struct pym_stats {

@@ -30,45 +30,54 @@
 size_t pym_invalid_free_count;
 
 /* ---- block validation ----------------------------------------------------------- */
-/* Why `ptr` is not a live block of `pool`, or NULL when it may be one.  Reads
- * of a foreign thread's pool are racy but monotone: a live block stays below
- * the carved area and its pool stays in use while the block lives. */
-static const char *pym_pool_block_problem(pym_pool_t *pool, const void *ptr)
+/* Why `ptr` (in a chunk of kind SMALL or MEDIUM, chunk-map entry `entry`) is
+ * not a live block, or NULL when it may be one.  The directory entry of a
+ * foreign thread's pool is read racily but monotonely: a live block stays
+ * below the carved bound and its pool stays in use while the block lives. */
+static const char *pym_block_problem(const void *ptr, uintptr_t entry)
 {
-    uint8_t state = __atomic_load_n(&pool->state, __ATOMIC_RELAXED);
-    if (state != PYM_POOL_USED && state != PYM_POOL_FULL && state != PYM_POOL_ABANDONED)
+    uint32_t offset;
+    const pym_pool_info_t *info = pym_pool_info_of((uintptr_t)ptr, entry, &offset);
+    uint32_t carved = __atomic_load_n(&info->carved, __ATOMIC_RELAXED);
+    if (carved == 0)
         return "not in a pool in use";
-    uintptr_t offset = (uintptr_t)ptr - (uintptr_t)pym_pool_first_block(pool); /* wraps if ptr < first */
-    if (offset >= __atomic_load_n(&pool->carved, __ATOMIC_RELAXED))
+    uint32_t index = pym_block_index(offset, info->odd_inverse, info->rotate);
+    if (index < carved)
+        return NULL;
+    if (index <= pym_classes[info->size_class].max_quotient)
         return "not a block handed out";
-    if (!pym_offset_is_multiple((uint32_t)offset, pool->odd_inverse, pool->rotate, pool->max_quotient))
-        return "not the start of a block";
-    return NULL;
+    return "not the start of a block";
 }
 
-void pym_pool_check_block(pym_pool_t *pool, void *ptr, const char *caller)
+void pym_check_block(const void *ptr, uintptr_t entry, const char *caller)
 {
-    const char *problem = pym_pool_block_problem(pool, ptr);
+    const char *problem = pym_block_problem(ptr, entry);
     if (PYM_UNLIKELY(problem != NULL)) {
-        const pym_class_t *cls = &pym_classes[pool->size_class];
-        char *first = pym_pool_first_block(pool);
-        uintptr_t offset = (uintptr_t)((char *)ptr - first);
-        pym_fatal("pymalloc: %s(): invalid pointer %p: %s (pool %p, %u-byte blocks, nearest block %p)", caller, ptr,
-                  problem, (void *)pool, cls->block_size,
-                  (void *)(first + (offset / cls->block_size) * cls->block_size));
+        uint32_t offset;
+        const pym_pool_info_t *info = pym_pool_info_of((uintptr_t)ptr, entry, &offset);
+        uint32_t block_size = pym_classes[info->size_class].block_size;
+        uintptr_t first = (uintptr_t)ptr - offset;
+        if (offset > PYM_CHUNK_SIZE) /* inside a pool header: name the pool's first block */
+            offset = 0;
+        pym_fatal("pymalloc: %s(): invalid pointer %p: %s (%s, %u-byte blocks, nearest block %p)", caller, ptr,
+                  problem, entry & PYM_CHUNK_SMALL ? "small pool" : "medium span", block_size,
+                  (void *)(first + (offset / block_size) * block_size));
     }
+}
+
+void pym_double_free(const void *ptr, unsigned size_class)
+{
+    pym_fatal("pymalloc: free(): double free of block %p (%u-byte class)", ptr, pym_classes[size_class].block_size);
 }
 
 uint32_t pym_pool_push_block(pym_pool_t *pool, pym_block_t *block)
 {
     if (PYM_UNLIKELY(block == pool->free))
-        pym_fatal("pymalloc: free(): double free of block %p (%u-byte class)", (void *)block,
-                  pym_classes[pool->size_class].block_size);
+        pym_double_free(block, pool->size_class);
 #ifdef PYM_DEBUG
     for (pym_block_t *scan = pool->free; scan != NULL; scan = scan->next)
         if (scan == block)
-            pym_fatal("pymalloc: free(): double free of block %p (%u-byte class)", (void *)block,
-                      pym_classes[pool->size_class].block_size);
+            pym_double_free(block, pool->size_class);
 #endif
     block->next = pool->free;
     pool->free = block;
@@ -82,22 +91,15 @@ void pym_pool_free_block(pym_heap_t *heap, pym_pool_t *pool, pym_block_t *block)
 }
 
 /* ---- generic paths ---------------------------------------------------------------- */
-static void *pym_alloc_class(unsigned size_class, size_t size)
+void *pym_malloc_medium(size_t size)
 {
-    pym_pool_t *pool = pym_tls_heap->pools[size_class];
-    pym_block_t *block = pool->free;
-    if (PYM_LIKELY(block != NULL)) {
-        pool->free = block->next;
-        pool->used++;
-        return block;
-    }
-    return pym_heap_malloc_slow(size, size_class);
+    return pym_cache_pop(pym_medium_class_of(size), size);
 }
 
 void *pym_malloc_generic(size_t size)
 {
     if (size <= PYM_MEDIUM_MAX)
-        return pym_alloc_class(pym_medium_class_of(size), size);
+        return pym_malloc_medium(size);
     if (PYM_UNLIKELY(size > PTRDIFF_MAX)) {
         errno = ENOMEM;
         return NULL;
@@ -106,6 +108,8 @@ void *pym_malloc_generic(size_t size)
     return pym_large_alloc(size, 0, false);
 }
 
+/* Every free the fast path did not finish: medium blocks, full bins, debug
+ * builds, invalid pointers. */
 void pym_free_generic(void *ptr, uintptr_t entry)
 {
     switch (entry & PYM_CHUNK_KIND_MASK) {
@@ -119,13 +123,26 @@ void pym_free_generic(void *ptr, uintptr_t entry)
     default:
         break;
     }
-    pym_pool_t *pool = pym_pool_of((uintptr_t)ptr, entry);
-    pym_pool_check_block(pool, ptr, "free");
-    pym_heap_t *heap = pym_tls_heap;
-    if (__atomic_load_n(&pool->owner, __ATOMIC_RELAXED) == heap)
-        pym_pool_free_block(heap, pool, ptr);
-    else
-        pym_heap_free_remote(pool, ptr);
+    uint32_t offset;
+    const pym_pool_info_t *info = pym_pool_info_of((uintptr_t)ptr, entry, &offset);
+    if (PYM_UNLIKELY(!pym_pool_info_has_block(info, offset)))
+        pym_check_block(ptr, entry, "free");
+    unsigned size_class = info->size_class;
+    pym_cache_bin_t *bin = &pym_tls_heap->bins[size_class];
+    void **cursor = bin->cursor;
+    if (PYM_UNLIKELY(cursor[-1] == ptr))
+        pym_double_free(ptr, size_class);
+#ifdef PYM_DEBUG
+    for (void **slot = bin->base; slot < cursor; slot++)
+        if (*slot == ptr)
+            pym_double_free(ptr, size_class);
+#endif
+    if (PYM_LIKELY(cursor != bin->limit)) {
+        *cursor = ptr;
+        bin->cursor = cursor + 1;
+        return;
+    }
+    pym_heap_free_slow(ptr, size_class);
 }
 
 /* `alignment` is a power of two. */
@@ -144,7 +161,7 @@ void *pym_aligned_generic(size_t alignment, size_t size)
     if (alignment <= PYM_POOL_HEADER_SIZE && size <= PYM_SMALL_MAX) {
         size_t rounded = pym_align_up(size ? size : 1, alignment);
         if (rounded <= PYM_SMALL_MAX)
-            return pym_alloc_class(pym_small_class_of[rounded / PYM_ALIGNMENT], rounded);
+            return pym_cache_pop(pym_small_class_of[rounded / PYM_ALIGNMENT], rounded);
     }
     /* Medium class whose block size is a multiple of the alignment: spans
      * start on a chunk boundary. */
@@ -154,7 +171,7 @@ void *pym_aligned_generic(size_t alignment, size_t size)
             wanted = PYM_SMALL_MAX + 1;
         for (unsigned size_class = pym_medium_class_of(wanted); size_class < PYM_CLASS_COUNT; size_class++)
             if (pym_classes[size_class].block_size % alignment == 0)
-                return pym_alloc_class(size_class, pym_classes[size_class].block_size);
+                return pym_cache_pop(size_class, pym_classes[size_class].block_size);
     }
     return pym_large_alloc(size ? size : 1, alignment, false);
 }
@@ -212,15 +229,16 @@ void *pym_realloc(void *ptr, size_t size)
     case PYM_CHUNK_LARGE:
         return pym_large_realloc((pym_large_t *)(entry & ~PYM_CHUNK_KIND_MASK), ptr, size);
     default: {
-        pym_pool_t *pool = pym_pool_of((uintptr_t)ptr, entry);
-        pym_pool_check_block(pool, ptr, "realloc");
+        pym_check_block(ptr, entry, "realloc");
+        uint32_t offset;
+        unsigned old_class = pym_pool_info_of((uintptr_t)ptr, entry, &offset)->size_class;
         if (size <= PYM_MEDIUM_MAX) {
             unsigned new_class = size <= PYM_SMALL_MAX ? pym_small_class_of[(size + PYM_ALIGNMENT - 1) / PYM_ALIGNMENT]
                                                        : pym_medium_class_of(size);
-            if (new_class == pool->size_class)
+            if (new_class == old_class)
                 return ptr;
         }
-        old_size = pym_classes[pool->size_class].block_size;
+        old_size = pym_classes[old_class].block_size;
         break;
     }
     }
@@ -297,8 +315,9 @@ size_t pym_usable_size(const void *ptr)
         return large->base == (uintptr_t)ptr && large->state == PYM_LARGE_LIVE ? large->size : 0;
     }
     default: {
-        pym_pool_t *pool = pym_pool_of((uintptr_t)ptr, entry);
-        return pym_pool_block_problem(pool, ptr) == NULL ? pym_classes[pool->size_class].block_size : 0;
+        uint32_t offset;
+        unsigned size_class = pym_pool_info_of((uintptr_t)ptr, entry, &offset)->size_class;
+        return pym_block_problem(ptr, entry) == NULL ? pym_classes[size_class].block_size : 0;
     }
     }
 }

@@ -174,6 +174,7 @@ pym_pool_t *pym_arena_take_span_locked(unsigned size_class)
         return NULL;
     pym_pool_t *span = &arena->span;
     span->arena = arena;
+    span->index = 0;
     pym_pool_init(span, size_class, NULL);
     return span;
 }
@@ -183,6 +184,7 @@ void pym_arena_release_pool_locked(pym_pool_t *pool)
     pym_arena_t *arena = pool->arena;
     __atomic_store_n(&pool->owner, NULL, __ATOMIC_RELAXED);
     __atomic_store_n(&pool->state, PYM_POOL_UNUSED, __ATOMIC_RELAXED);
+    __atomic_store_n(&pym_pool_info(pool)->carved, 0, __ATOMIC_RELAXED); /* frees into it now fail validation */
     if (arena->kind == PYM_CHUNK_MEDIUM) {
         pym_chunk_release(arena);
         return;

@@ -1,36 +1,47 @@
 /*
- * heap.c -- thread heaps: the per-thread owners of pools.
+ * heap.c -- thread heaps: per-thread caches of free blocks in front of the
+ * pools each thread owns.
  *
  * Every thread starts with pym_tls_heap pointing at pym_startup_heap, whose
- * class lists all hold pym_empty_pool (a pool with no free block).  The first
- * malloc therefore lands on the slow path, which gives the thread a heap of
- * its own, reusing one left by an exited thread when there is one.  No branch
- * on "has this thread a heap yet" exists on the fast path.
+ * bins all have capacity 0.  The first malloc (or free) therefore lands on
+ * the slow path, which gives the thread a heap of its own, reusing one left
+ * by an exited thread when there is one.  No branch on "has this thread a
+ * heap yet" exists on the fast paths.
  *
- * A heap keeps, per class, a doubly linked list of pools with free blocks;
- * the list head is where malloc's fast path pops.  A pool with no block left
- * leaves the list and is in no list at all while it is full; the first free
- * into it puts it back at the head (CPython's used/full pool states).  Both
- * moves touch only the pool itself and the pool at the list head, which is
- * hot anyway: a full list would make every such move write two random pool
- * headers (its neighbours), a cache and TLB miss each in a large heap.  Emptied small pools wait in a small per-heap cache
- * before going back to their arena, except the last pool of a class, which
- * stays put so that a malloc/free loop on one size never leaves the fast path.
+ * Thread cache.  Per class a bin, a stack of up to PYM_CACHE_SLOTS free
+ * blocks (fewer for medium classes: PYM_CACHE_CLASS_BYTES of them).  malloc
+ * pops the top, free pushes, whichever thread's pool the block comes from:
+ * the block most recently freed is handed out next, while it is still in
+ * cache, and neither the block nor its pool header is touched.  An empty bin
+ * is refilled with half its capacity from the pools; a full bin flushes its
+ * oldest half back to them.  A block in a bin still counts as used by its
+ * pool, so cached blocks keep their pools (and arenas) alive: bins are
+ * flushed at thread exit and by pym_flush_thread_cache() (malloc_trim).
  *
- * Frees from other threads.  A block freed by a thread that does not own its
- * pool is pushed with one CAS onto the owner heap's `remote` list; the owner
- * collects the list on its malloc slow path and frees each block locally.  No
- * pool field is written by a foreign thread, so the owner's fast paths stay
- * plain loads and stores.
+ * Pools.  A heap keeps, per class, a doubly linked list of pools with free
+ * blocks; refills take from the head.  A pool with no block left leaves the
+ * list and is in no list at all while it is full; the first block flushed
+ * back puts it at the head again (CPython's used/full pool states).  Both
+ * moves touch only the pool itself and the pool at the list head: a full
+ * list would make every move write two random pool headers.  Emptied small
+ * pools wait in a small per-heap cache before going back to their arena,
+ * except the last pool of a class, which stays put.
+ *
+ * Blocks of other threads' pools.  Only a pool's owner touches its free list
+ * and used count.  A flush sends a block whose pool belongs to another heap
+ * to that heap's `remote` list; consecutive blocks of the same owner are
+ * chained and pushed with one CAS.  The owner collects the list on its
+ * refill path and frees each block locally.
  *
  * Thread exit (the pthread key destructor):
- *   1. collect the remote list;
+ *   1. flush the bins and collect the remote list;
  *   2. under the arena lock, give back every empty pool and abandon every
  *      other one (owner = NULL, listed per class in arena.c);
  *   3. swap the remote list for PYM_REMOTE_CLOSED and free what arrived
- *      meanwhile; only then is the heap listed for reuse.  A thread that read the old owner before step 2 and tries
- *      to push afterwards sees CLOSED, re-reads the pool's owner (now NULL or
- *      an adopter) and frees there.  Nothing is lost and nobody waits.
+ *      meanwhile; only then is the heap listed for reuse.  A thread that
+ *      read the old owner before step 2 and tries to push afterwards sees
+ *      CLOSED, re-reads the pool's owner (now NULL or an adopter) and frees
+ *      there.  Nothing is lost and nobody waits.
  * The dead heap is kept for the next new thread.  A block freed into an
  * abandoned pool makes the freeing thread adopt the pool (one arena-lock
  * acquisition per pool, not per block); threads without a heap free into
@@ -38,8 +49,9 @@
  *
  * After its heap is gone a thread can still allocate (destructors of other
  * libraries run later); it then uses the shared heap, the one heap guarded
- * by a mutex.  Blocks of the shared heap are freed under that mutex too, by
- * whichever thread frees them: no thread would collect a remote list.
+ * by a mutex, without a cache.  Blocks of the shared heap are freed under
+ * that mutex too, by whichever thread frees them: no thread would collect a
+ * remote list.
  */
 #include <errno.h>
 #include <string.h>
@@ -47,7 +59,14 @@
 #include "internal.h"
 
 pym_pool_t pym_empty_pool;
+
+/* The bins of heaps without a cache: capacity 0, and a NULL "last pushed"
+ * block below them (free reads cursor[-1]). */
+static void *pym_no_slots[1];
+#define PYM_NO_CACHE_BIN {.cursor = &pym_no_slots[1], .base = &pym_no_slots[1], .limit = &pym_no_slots[1], .batch = 1}
+
 pym_heap_t pym_startup_heap = {
+    .bins = {[0 ... PYM_CLASS_COUNT - 1] = PYM_NO_CACHE_BIN},
     .pools = {[0 ... PYM_CLASS_COUNT - 1] = &pym_empty_pool},
     .state = PYM_HEAP_STARTUP,
 };
@@ -55,12 +74,14 @@ __thread pym_heap_t *pym_tls_heap __attribute__((tls_model("initial-exec"))) = &
 static __thread bool pym_tls_heap_retired __attribute__((tls_model("initial-exec"))); /* key destructor ran */
 
 static pym_heap_t pym_shared_heap = {
+    .bins = {[0 ... PYM_CLASS_COUNT - 1] = PYM_NO_CACHE_BIN},
     .pools = {[0 ... PYM_CLASS_COUNT - 1] = &pym_empty_pool},
     .state = PYM_HEAP_SHARED,
 };
 static pthread_mutex_t pym_shared_heap_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static pym_heap_t *pym_dead_heaps;     /* heaps of exited threads (next_dead), under the arena lock */
+static pym_heap_t *pym_all_heaps;      /* every heap made (all_next), under the arena lock */
 static size_t pym_heaps_live;          /* heaps owned by running threads */
 
 /* ---- class lists ------------------------------------------------------------ */
@@ -95,7 +116,7 @@ static void pym_mark_full(pym_pool_t *pool)
 /* Put a pool this heap just acquired (adopted or fresh) where it belongs. */
 static void pym_heap_link_pool(pym_heap_t *heap, pym_pool_t *pool)
 {
-    if (pool->free != NULL || pool->carved < pym_pool_area_bytes(pool))
+    if (pool->free != NULL || pym_pool_carved(pool) < pym_classes[pool->size_class].capacity)
         pym_class_list_push(heap, pool);
     else
         pym_mark_full(pool);
@@ -106,7 +127,7 @@ static void pym_heap_link_pool(pym_heap_t *heap, pym_pool_t *pool)
 static void pym_heap_cache_empty_pool(pym_heap_t *heap, pym_pool_t *pool)
 {
     pool->free = NULL;
-    __atomic_store_n(&pool->carved, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&pym_pool_info(pool)->carved, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&pool->state, PYM_POOL_EMPTY, __ATOMIC_RELAXED);
     pool->prev = NULL;
     pool->next = heap->empty;
@@ -198,6 +219,10 @@ void pym_heap_free_remote(pym_pool_t *pool, pym_block_t *block)
 {
     for (;;) {
         pym_heap_t *owner = __atomic_load_n(&pool->owner, __ATOMIC_ACQUIRE);
+        if (owner == pym_tls_heap && owner->state == PYM_HEAP_LIVE) {
+            pym_pool_free_block(owner, pool, block); /* adopted by this thread meanwhile */
+            return;
+        }
         if (owner == NULL) {
             pym_heap_free_orphan(pool, block, NULL);
             return;
@@ -291,58 +316,57 @@ static pym_pool_t *pym_heap_new_pool(pym_heap_t *heap, unsigned size_class)
     return pool;
 }
 
-/* Take a block from a pool's never-used area.  Small pools carve a batch
- * onto the free list (ascending addresses); medium spans one block, so pages
- * of large blocks are not touched before they are handed out. */
-static void *pym_pool_carve(pym_pool_t *pool)
+/* Move up to `want` blocks out of `pool` into `out`: its free list first,
+ * then never-used blocks from its bump area (written so that ascending
+ * addresses are popped first, and not touched: fresh pages stay unfaulted
+ * until the program uses them). */
+static unsigned pym_pool_take(pym_pool_t *pool, void **out, unsigned want)
 {
-    const pym_class_t *cls = &pym_classes[pool->size_class];
-    char *first = pym_pool_first_block(pool);
-    char *block = first + pool->carved;
-    uint32_t carved = pool->carved + cls->block_size;
-    if (pool->size_class < PYM_SMALL_CLASSES) {
-        uint32_t batch_end = pool->carved + cls->block_size * PYM_BUMP_BATCH;
-        uint32_t area = pym_pool_area_bytes(pool);
-        if (batch_end > area)
-            batch_end = area;
-        pym_block_t *list = NULL;
-        for (uint32_t offset = batch_end - cls->block_size; offset >= carved; offset -= cls->block_size) {
-            ((pym_block_t *)(first + offset))->next = list;
-            list = (pym_block_t *)(first + offset);
-        }
-        pool->free = list;
-        carved = batch_end;
+    unsigned got = 0;
+    pym_block_t *block = pool->free;
+    while (block != NULL && got < want) {
+        out[got++] = block;
+        block = block->next;
     }
-    __atomic_store_n(&pool->carved, carved, __ATOMIC_RELAXED);
-    pool->used++;
-    return block;
+    pool->free = block;
+    if (got < want) {
+        const pym_class_t *cls = &pym_classes[pool->size_class];
+        pym_pool_info_t *info = pym_pool_info(pool);
+        uint32_t carved = info->carved;
+        uint32_t carve = cls->capacity - carved;
+        if (carve > want - got)
+            carve = want - got;
+        char *first = pym_pool_first_block(pool) + (size_t)carved * cls->block_size;
+        for (uint32_t i = carve; i-- > 0;)
+            out[got++] = first + (size_t)i * cls->block_size;
+        __atomic_store_n(&info->carved, (uint16_t)(carved + carve), __ATOMIC_RELAXED);
+    }
+    pool->used += got;
+    return got;
 }
 
-static void *pym_heap_alloc_from(pym_heap_t *heap, unsigned size_class)
+/* Up to `want` (>= 1) blocks of `size_class` from the heap's pools into
+ * `out`; 0 when out of memory.  A new pool is taken only when the heap's
+ * pools yield nothing. */
+static unsigned pym_heap_take_blocks(pym_heap_t *heap, unsigned size_class, void **out, unsigned want)
 {
 #ifdef PYM_DEBUG
     pym_heap_verify(heap);
 #endif
     if (__atomic_load_n(&heap->remote, __ATOMIC_RELAXED) != NULL)
         pym_heap_collect_remote(heap);
+    unsigned got = 0;
     for (;;) {
         pym_pool_t *pool = heap->pools[size_class];
         if (pool == &pym_empty_pool) {
-            if (pym_heap_new_pool(heap, size_class) == NULL) {
-                errno = ENOMEM;
-                return NULL;
-            }
+            if (got > 0 || pym_heap_new_pool(heap, size_class) == NULL)
+                return got;
             continue;
         }
-        pym_block_t *block = pool->free;
-        if (block != NULL) {
-            pool->free = block->next;
-            pool->used++;
-            return block;
-        }
-        if (pool->carved < pym_pool_area_bytes(pool))
-            return pym_pool_carve(pool);
-        pym_class_list_remove(heap, pool);
+        got += pym_pool_take(pool, out + got, want - got);
+        if (got == want)
+            return got;
+        pym_class_list_remove(heap, pool); /* exhausted */
         pym_mark_full(pool);
     }
 }
@@ -356,11 +380,24 @@ static pym_heap_t *pym_heap_acquire(void)
         pym_dead_heaps = heap->next_dead;
     pthread_mutex_unlock(&pym_arena_lock);
     if (heap == NULL) {
-        heap = pym_meta_alloc(sizeof(pym_heap_t));
+        /* Mapped on its own (zero-filled), never unmapped: a late remote free
+         * may still push onto a dead heap's list. */
+        heap = pym_os_map(pym_align_up(sizeof(pym_heap_t), pym_os_page_size()));
         if (heap == NULL)
             return NULL;
-        for (unsigned i = 0; i < PYM_CLASS_COUNT; i++)
-            heap->pools[i] = &pym_empty_pool;
+        for (unsigned size_class = 0; size_class < PYM_CLASS_COUNT; size_class++) {
+            pym_cache_bin_t *bin = &heap->bins[size_class];
+            unsigned capacity = pym_options.thread_cache ? pym_classes[size_class].cache_capacity : 0;
+            bin->base = &heap->slots[size_class * PYM_CACHE_BIN_STRIDE + 1]; /* base[-1] stays NULL */
+            bin->cursor = bin->base;
+            bin->limit = bin->base + capacity;
+            bin->batch = capacity > 1 ? capacity / 2 : 1;
+            heap->pools[size_class] = &pym_empty_pool;
+        }
+        pthread_mutex_lock(&pym_arena_lock);
+        heap->all_next = pym_all_heaps;
+        pym_all_heaps = heap;
+        pthread_mutex_unlock(&pym_arena_lock);
     }
     heap->next_dead = NULL;
     heap->state = PYM_HEAP_LIVE;
@@ -377,27 +414,159 @@ static pym_heap_t *pym_heap_acquire(void)
     return heap;
 }
 
-void *pym_heap_malloc_slow(size_t size, unsigned size_class)
+/* The calling thread's live heap, made on first use; NULL for a thread past
+ * its TLS teardown (or out of memory), which must use the shared heap. */
+static pym_heap_t *pym_heap_of_thread(void)
 {
     pym_heap_t *heap = pym_tls_heap;
     if (PYM_LIKELY(heap->state == PYM_HEAP_LIVE))
-        return pym_heap_alloc_from(heap, size_class);
-    if (!__atomic_load_n(&pym_initialized, __ATOMIC_ACQUIRE)) {
-        pym_init_slow();
+        return heap;
+    if (pym_tls_heap_retired)
+        return NULL;
+    return pym_heap_acquire();
+}
+
+void *pym_heap_malloc_slow(size_t size, unsigned size_class)
+{
+    if (PYM_UNLIKELY(!__atomic_load_n(&pym_initialized, __ATOMIC_ACQUIRE))) {
+        pym_init_slow(); /* the class table depends on the options */
         size_class = size <= PYM_SMALL_MAX ? pym_small_class_of[(size + PYM_ALIGNMENT - 1) / PYM_ALIGNMENT]
                                            : pym_medium_class_of(size);
     }
-    if (!pym_tls_heap_retired) {
-        heap = pym_tls_heap; /* init may have given this thread its heap already */
-        if (heap->state != PYM_HEAP_LIVE)
-            heap = pym_heap_acquire();
-        if (heap != NULL)
-            return pym_heap_alloc_from(heap, size_class);
+    void *block = NULL;
+    pym_heap_t *heap = pym_heap_of_thread();
+    if (PYM_UNLIKELY(heap == NULL)) {
+        pthread_mutex_lock(&pym_shared_heap_lock);
+        pym_heap_take_blocks(&pym_shared_heap, size_class, &block, 1);
+        pthread_mutex_unlock(&pym_shared_heap_lock);
+    } else {
+        pym_cache_bin_t *bin = &heap->bins[size_class];
+        if (bin->cursor != bin->base) { /* a heap acquired just now may reach here with blocks */
+            bin->cursor--;
+            return *bin->cursor;
+        }
+        if (bin->limit == bin->base) {
+            pym_heap_take_blocks(heap, size_class, &block, 1);
+        } else {
+            unsigned got = pym_heap_take_blocks(heap, size_class, bin->base, bin->batch);
+            if (got > 0) {
+                bin->cursor = bin->base + got - 1;
+                block = *bin->cursor;
+            }
+        }
     }
-    pthread_mutex_lock(&pym_shared_heap_lock);
-    void *block = pym_heap_alloc_from(&pym_shared_heap, size_class);
-    pthread_mutex_unlock(&pym_shared_heap_lock);
+    if (block == NULL)
+        errno = ENOMEM;
     return block;
+}
+
+/* ---- thread cache flushes ----------------------------------------------------------- */
+/* The pool of a block of `size_class`. */
+static pym_pool_t *pym_pool_of_class(void *block, unsigned size_class)
+{
+    if (size_class < PYM_SMALL_CLASSES)
+        return (pym_pool_t *)((uintptr_t)block & ~(PYM_POOL_SIZE - 1));
+    return pym_pool_of((uintptr_t)block, pym_chunkmap_lookup((uintptr_t)block));
+}
+
+/* Hand a chain of blocks (linked through `next`, last one `tail`) whose
+ * pools all belonged to `owner` when the caller looked to that heap's remote
+ * list with one CAS; blocks the owner cannot take (it is gone, or is the
+ * shared heap) go one by one through pym_heap_free_remote, which re-reads
+ * each pool's owner. */
+static void pym_heap_push_chain(pym_heap_t *owner, pym_block_t *head, pym_block_t *tail)
+{
+    if (head == NULL)
+        return;
+    if (owner != NULL && owner != &pym_shared_heap) {
+        pym_block_t *remote = __atomic_load_n(&owner->remote, __ATOMIC_RELAXED);
+        while (remote != PYM_REMOTE_CLOSED) {
+            tail->next = remote;
+            if (__atomic_compare_exchange_n(&owner->remote, &remote, head, true, __ATOMIC_RELEASE,
+                                            __ATOMIC_RELAXED))
+                return;
+        }
+    }
+    tail->next = NULL;
+    while (head != NULL) {
+        pym_block_t *next = head->next;
+        pym_heap_free_remote(pym_pool_of((uintptr_t)head, pym_chunkmap_lookup((uintptr_t)head)), head);
+        head = next;
+    }
+}
+
+/* Return `count` validated blocks of `size_class` to their pools: as the
+ * owner into the heap's own pools, in chains onto the remote lists of the
+ * others.  `heap` may be NULL (a thread without a heap owns no pool). */
+static void pym_heap_free_blocks(pym_heap_t *heap, unsigned size_class, void **blocks, unsigned count)
+{
+    pym_heap_t *chain_owner = NULL;
+    pym_block_t *chain_head = NULL, *chain_tail = NULL;
+    for (unsigned i = 0; i < count; i++) {
+        pym_block_t *block = blocks[i];
+        pym_pool_t *pool = pym_pool_of_class(block, size_class);
+        pym_heap_t *owner = __atomic_load_n(&pool->owner, __ATOMIC_ACQUIRE);
+        if (owner == heap && heap != NULL) {
+            pym_pool_free_block(heap, pool, block);
+            continue;
+        }
+        if (owner != chain_owner || chain_head == NULL) {
+            pym_heap_push_chain(chain_owner, chain_head, chain_tail);
+            chain_owner = owner;
+            chain_head = chain_tail = block;
+        } else {
+            chain_tail->next = block;
+            chain_tail = block;
+        }
+    }
+    pym_heap_push_chain(chain_owner, chain_head, chain_tail);
+}
+
+/* Return the `count` oldest blocks of a bin to their pools. */
+static void pym_cache_flush(pym_heap_t *heap, unsigned size_class, unsigned count)
+{
+    pym_cache_bin_t *bin = &heap->bins[size_class];
+    unsigned held = (unsigned)(bin->cursor - bin->base);
+    if (count > held)
+        count = held;
+    pym_heap_free_blocks(heap, size_class, bin->base, count);
+    memmove(bin->base, bin->base + count, (held - count) * sizeof(void *));
+    bin->cursor -= count;
+}
+
+void pym_heap_flush_cache(pym_heap_t *heap)
+{
+    if (heap->state != PYM_HEAP_LIVE)
+        return;
+    for (unsigned size_class = 0; size_class < PYM_CLASS_COUNT; size_class++)
+        pym_cache_flush(heap, size_class, PYM_CACHE_SLOTS);
+}
+
+void pym_heap_free_slow(void *ptr, unsigned size_class)
+{
+    pym_heap_t *heap = pym_heap_of_thread();
+    if (heap != NULL) {
+        pym_cache_bin_t *bin = &heap->bins[size_class];
+        if (bin->cursor != bin->limit) { /* a heap acquired just now */
+            *bin->cursor++ = ptr;
+            return;
+        }
+        if (bin->limit != bin->base) { /* full: make room */
+            pym_cache_flush(heap, size_class, bin->batch);
+            *bin->cursor++ = ptr;
+            /* A thread that frees much and allocates little still takes back
+             * its blocks that others freed. */
+            if (__atomic_load_n(&heap->remote, __ATOMIC_RELAXED) != NULL)
+                pym_heap_collect_remote(heap);
+            return;
+        }
+    }
+    pym_heap_free_blocks(heap, size_class, &ptr, 1); /* no cache */
+}
+
+void pym_flush_thread_cache(void)
+{
+    pym_heap_flush_cache(pym_tls_heap);
 }
 
 /* ---- thread exit ------------------------------------------------------------------ */
@@ -414,6 +583,7 @@ void pym_heap_thread_exit(void *arg)
     pym_heap_t *heap = arg;
     if (heap == NULL || heap->state != PYM_HEAP_LIVE)
         return;
+    pym_heap_flush_cache(heap);
     pym_heap_collect_remote(heap);
 
     pthread_mutex_lock(&pym_arena_lock);
@@ -456,6 +626,16 @@ size_t pym_heap_live_count(void)
     return pym_heaps_live;
 }
 
+void pym_heap_cached_counts_locked(size_t counts[PYM_CLASS_COUNT])
+{
+    for (pym_heap_t *heap = pym_all_heaps; heap != NULL; heap = heap->all_next)
+        for (unsigned size_class = 0; size_class < PYM_CLASS_COUNT; size_class++) {
+            pym_cache_bin_t *bin = &heap->bins[size_class];
+            void **cursor = __atomic_load_n(&bin->cursor, __ATOMIC_RELAXED);
+            counts[size_class] += (size_t)(cursor - bin->base);
+        }
+}
+
 void pym_heap_lock_all(void)
 {
     pthread_mutex_lock(&pym_shared_heap_lock);
@@ -484,10 +664,11 @@ static void pym_pool_verify(pym_pool_t *pool, pym_heap_t *heap)
 {
     const pym_class_t *cls = &pym_classes[pool->size_class];
     char *first = pym_pool_first_block(pool);
+    const pym_pool_info_t *info = pym_pool_info(pool);
     PYM_ASSERT(pool->owner == heap);
-    PYM_ASSERT(pool->carved <= pym_pool_area_bytes(pool));
-    PYM_ASSERT(pool->odd_inverse == cls->odd_inverse && pool->rotate == cls->rotate);
-    char *bump = first + pool->carved;
+    PYM_ASSERT(info->carved <= cls->capacity && info->size_class == pool->size_class);
+    PYM_ASSERT(info->odd_inverse == cls->odd_inverse && info->rotate == cls->rotate);
+    char *bump = first + (size_t)info->carved * cls->block_size;
     size_t free_count = 0;
     for (pym_block_t *block = pool->free; block != NULL; block = block->next) {
         uintptr_t offset = (uintptr_t)((char *)block - first);
@@ -498,7 +679,7 @@ static void pym_pool_verify(pym_pool_t *pool, pym_heap_t *heap)
             pym_fatal("pymalloc: heap check: pool %p (%u-byte class) free list loops (double free?)", (void *)pool,
                       cls->block_size);
     }
-    size_t handed_out = pool->carved / cls->block_size;
+    size_t handed_out = info->carved;
     if (free_count + pool->used != handed_out)
         pym_fatal("pymalloc: heap check: pool %p (%u-byte class): %zu free + %u used != %zu carved", (void *)pool,
                   cls->block_size, free_count, pool->used, handed_out);

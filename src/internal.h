@@ -17,15 +17,24 @@
  * that might not be mapped; a pointer whose chunk is not in the map is not
  * pymalloc's.
  *
+ * Each chunk's descriptor also holds a pool directory: per pool its class,
+ * the constants of the divisibility test for its block size, and how many
+ * blocks it has handed out.  free() validates a pointer and finds its class
+ * from the directory -- dense metadata that stays in cache -- without reading
+ * the pool header, which in a large heap is a cache and TLB miss.
+ *
  * Threads
  * -------
- * Each thread owns a heap (heap.c) holding, for every class, a list of pools
- * with free blocks.  Only the owner touches a pool's free list, bump pointer
- * and used count, so the malloc and free fast paths need no lock and no
- * atomic read-modify-write.  Another thread freeing a block pushes it with one
- * CAS onto the owner heap's remote list; the owner collects that list on its
- * slow path.  Arenas, the chunk map and large mappings are shared and guarded
- * by mutexes that only slow paths take.
+ * Each thread owns a heap (heap.c): per class a thread cache (a bin, a stack
+ * of free blocks) in front of a list of pools with free blocks.  malloc pops
+ * from the bin, free pushes onto it, whoever owns the block's pool: the fast
+ * paths touch the bin and the directory only, take no lock and make no
+ * atomic read-modify-write.  Bins are refilled from, and flushed in batches
+ * to, the pools.  Only a pool's owner touches its free list and used count;
+ * a flushed block of another thread's pool goes, chained with its neighbours
+ * of the same owner, onto that owner heap's remote list with one CAS, and the
+ * owner collects the list on its slow path.  Arenas, the chunk map and large
+ * mappings are shared and guarded by mutexes that only slow paths take.
  */
 #ifndef PYM_INTERNAL_H
 #define PYM_INTERNAL_H
@@ -67,7 +76,8 @@
 #define PYM_MEDIUM_CLASSES       32       /* 640 B .. 128 KiB */
 #define PYM_CLASS_COUNT          (PYM_SMALL_CLASSES + PYM_MEDIUM_CLASSES)
 #define PYM_DIRECT_THRESHOLD     (1 * PYM_MiB)  /* from here blocks are mapped and unmapped directly */
-#define PYM_BUMP_BATCH           16       /* small blocks carved from the bump area at once */
+#define PYM_CACHE_SLOTS          64       /* most blocks a thread cache bin holds (small classes get all) */
+#define PYM_CACHE_CLASS_BYTES    (32 * PYM_KiB) /* and at most this many bytes of blocks (medium classes) */
 #define PYM_HEAP_POOL_BATCH      8        /* fresh pools a heap takes per arena-lock acquisition */
 #define PYM_HEAP_EMPTY_POOLS_MAX 16       /* empty pools a heap keeps before returning some */
 #define PYM_CHUNK_CACHE_MAX      4        /* empty chunks kept mapped (1 MiB) against map/unmap loops */
@@ -95,6 +105,12 @@
 #if (PYM_SMALL_MAX << (PYM_MEDIUM_CLASSES / PYM_MEDIUM_STEPS)) != PYM_MEDIUM_MAX
 #error "medium classes must cover (PYM_SMALL_MAX, PYM_MEDIUM_MAX] in PYM_MEDIUM_STEPS steps per doubling"
 #endif
+#if PYM_CACHE_SLOTS * PYM_SMALL_MAX > PYM_CACHE_CLASS_BYTES
+#error "every small class should get the full PYM_CACHE_SLOTS bin"
+#endif
+#if (PYM_CHUNK_SIZE / (PYM_SMALL_MAX + PYM_SMALL_MAX / PYM_MEDIUM_STEPS)) > UINT16_MAX
+#error "the pool directory counts carved blocks in 16 bits"
+#endif
 #if PYM_DIRECT_THRESHOLD <= PYM_MEDIUM_MAX
 #error "the direct-mapping threshold must lie above the medium classes"
 #endif
@@ -118,6 +134,7 @@ typedef struct pym_class {
     uint32_t rotate;             /* divisibility test: trailing zero bits of block_size */
     uint32_t odd_inverse;        /* multiplicative inverse of block_size's odd part mod 2^32 */
     uint32_t max_quotient;       /* UINT32_MAX / block_size */
+    uint32_t cache_capacity;     /* blocks a thread cache bin of this class holds */
 } pym_class_t;
 
 PYM_INTERNAL extern pym_class_t pym_classes[PYM_CLASS_COUNT];
@@ -128,23 +145,14 @@ PYM_INTERNAL extern uint8_t pym_small_class_of[PYM_SMALL_CLASSES + 1];
 PYM_INTERNAL void pym_classes_init(unsigned alignment);
 PYM_INTERNAL unsigned pym_medium_class_of(size_t size);
 
-/* True when `offset` is a multiple of the block size whose odd part has
- * inverse `odd_inverse` (mod 2^32) and whose power of two is 2^rotate: one
- * multiply and one rotate instead of a division (the Granlund-Montgomery
- * divisibility test). */
-static PYM_ALWAYS_INLINE bool pym_offset_is_multiple(uint32_t offset, uint32_t odd_inverse, unsigned rotate,
-                                                     uint32_t max_quotient)
+/* offset / block size when `offset` is a multiple of the block size (whose
+ * odd part has inverse `odd_inverse` mod 2^32 and whose power of two is
+ * 2^rotate), a number above UINT32_MAX / block size otherwise: one multiply
+ * and one rotate stand for a division and a remainder test. */
+static PYM_ALWAYS_INLINE uint32_t pym_block_index(uint32_t offset, uint32_t odd_inverse, unsigned rotate)
 {
     uint32_t product = offset * odd_inverse;
-    uint32_t rotated = (product >> rotate) | (product << ((32 - rotate) & 31));
-    return rotated <= max_quotient;
-}
-
-/* True when `offset` (bytes from a pool's first block) is a multiple of the
- * block size of `cls`. */
-static PYM_ALWAYS_INLINE bool pym_class_offset_is_block(const pym_class_t *cls, uint32_t offset)
-{
-    return pym_offset_is_multiple(offset, cls->odd_inverse, cls->rotate, cls->max_quotient);
+    return (product >> rotate) | (product << ((32 - rotate) & 31));
 }
 
 /* ---- pools -------------------------------------------------------------- */
@@ -158,36 +166,35 @@ enum pym_pool_state {
 
 /* Pool header: at the start of each small pool, inside the chunk descriptor
  * for a medium span.  Fields other than `owner` belong to the owning thread
- * (or to the arena lock when the pool is abandoned or unused).  The first 36
- * bytes are all free() reads: a copy of the class's divisibility constants
- * lives here so the fast path needs no class-table load. */
+ * (or to the arena lock when the pool is abandoned or unused).  A block
+ * "used" by the pool is out of it: with a program or in a thread cache. */
 struct pym_pool {
     pym_block_t *free;           /* next free block to hand out, NULL if none */
     pym_heap_t *owner;           /* owning heap (atomic); NULL when abandoned or unused */
-    uint32_t used;               /* blocks handed out and not yet freed back here */
-    uint32_t carved;             /* bytes of the block area handed out at least once (the bump offset) */
-    uint32_t odd_inverse;        /* divisibility test of the block size (see pym_offset_is_multiple) */
-    uint32_t max_quotient;       /* UINT32_MAX / block size */
-    uint8_t rotate;              /* trailing zero bits of the block size */
-    uint8_t size_class;          /* index into pym_classes */
+    uint32_t used;               /* blocks out of the pool (handed out or cached by a thread) */
+    uint8_t size_class;          /* index into pym_classes (copy of the directory's) */
     uint8_t state;               /* enum pym_pool_state */
     uint8_t index;               /* pool number inside its arena (0 for a span) */
-    uint32_t reserved;           /* padding */
+    uint8_t reserved;            /* padding */
     pym_pool_t *next;            /* link in whichever list holds the pool */
     pym_pool_t *prev;
     pym_arena_t *arena;          /* descriptor of the chunk holding the pool */
+    char padding[16];            /* the header is one cache line */
 };
 _Static_assert(sizeof(pym_pool_t) == PYM_POOL_HEADER_SIZE, "the pool header is one cache line");
 
-static inline char *pym_pool_first_block(const pym_pool_t *pool);
+/* A pool's entry in its chunk's directory: everything free() reads.  Written
+ * by the pool's owner (`carved` as it carves, the rest when the pool takes a
+ * class), read by any thread. */
+typedef struct pym_pool_info {
+    uint32_t odd_inverse;        /* divisibility test of the block size (pym_block_index) */
+    uint16_t carved;             /* blocks handed out at least once (atomic); 0 while not in use */
+    uint8_t rotate;              /* trailing zero bits of the block size */
+    uint8_t size_class;          /* class the pool serves */
+} pym_pool_info_t;
+_Static_assert(sizeof(pym_pool_info_t) == 8, "the pool directory packs 8 pools per cache line");
 
-/* True when `offset` (bytes from the pool's first block) is a block the pool
- * has handed out at least once. */
-static PYM_ALWAYS_INLINE bool pym_pool_offset_is_block(const pym_pool_t *pool, uint32_t offset)
-{
-    return offset < __atomic_load_n(&pool->carved, __ATOMIC_RELAXED)
-           && pym_offset_is_multiple(offset, pool->odd_inverse, pool->rotate, pool->max_quotient);
-}
+static inline char *pym_pool_first_block(const pym_pool_t *pool);
 
 /* ---- chunk map (chunkmap.c) --------------------------------------------- */
 /* One bit per kind, so free's fast path tests "small arena" with one `test`
@@ -240,7 +247,20 @@ struct pym_arena {
     pym_arena_t *all_next;       /* every chunk in use, for statistics */
     pym_arena_t *all_prev;
     pym_pool_t span;             /* medium: the span's pool header */
+    pym_pool_info_t pools[PYM_POOLS_PER_ARENA]; /* directory: small: one per pool; medium: [0] */
 };
+
+/* The directory entry of a pool. */
+static inline pym_pool_info_t *pym_pool_info(const pym_pool_t *pool)
+{
+    return &pool->arena->pools[pool->index];
+}
+
+/* Blocks the pool has handed out at least once (its bump offset in blocks). */
+static inline uint32_t pym_pool_carved(const pym_pool_t *pool)
+{
+    return __atomic_load_n(&pym_pool_info(pool)->carved, __ATOMIC_RELAXED);
+}
 
 PYM_INTERNAL extern pthread_mutex_t pym_arena_lock;
 
@@ -291,13 +311,30 @@ enum pym_heap_state {
     PYM_HEAP_DEAD,               /* its thread exited; kept for reuse */
 };
 
+/* A thread cache bin: a stack of free blocks of one class, in the heap's
+ * slot array.  Empty when cursor == base, full when cursor == limit;
+ * base[-1] is always NULL, so free's check of the last block pushed needs no
+ * emptiness test.  A bin of capacity 0 (base == limit) sends every malloc
+ * and free of its class to the pools directly. */
+typedef struct pym_cache_bin {
+    void **cursor;               /* next slot to fill; the top block is cursor[-1] */
+    void **base;                 /* first slot */
+    void **limit;                /* one past the last slot */
+    uint32_t batch;              /* blocks moved per refill and per flush */
+    uint32_t reserved;           /* padding */
+} pym_cache_bin_t;
+#define PYM_CACHE_BIN_STRIDE (PYM_CACHE_SLOTS + 1) /* slots per bin, with its NULL sentinel */
+
 struct pym_heap {
+    pym_cache_bin_t bins[PYM_CLASS_COUNT]; /* thread cache, per class */
     pym_pool_t *pools[PYM_CLASS_COUNT]; /* per class: first pool with free blocks, or &pym_empty_pool */
     pym_block_t *remote;         /* blocks freed by other threads (atomic, CAS push) */
     pym_pool_t *empty;           /* owned small pools with every block free */
     uint32_t empty_count;        /* length of `empty` */
     uint8_t state;               /* enum pym_heap_state */
     pym_heap_t *next_dead;       /* dead heaps waiting for reuse */
+    pym_heap_t *all_next;        /* every heap ever made (statistics), under the arena lock */
+    void *slots[PYM_CLASS_COUNT * PYM_CACHE_BIN_STRIDE]; /* storage of the bins */
 };
 
 PYM_INTERNAL extern pym_pool_t pym_empty_pool;     /* has no free block: sends malloc to its slow path */
@@ -305,8 +342,15 @@ PYM_INTERNAL extern pym_heap_t pym_startup_heap;   /* every class points at pym_
 PYM_INTERNAL extern __thread pym_heap_t *pym_tls_heap __attribute__((tls_model("initial-exec")));
 
 PYM_INTERNAL void *pym_heap_malloc_slow(size_t size, unsigned size_class);
+/* Free a validated block of class `size_class` that free's fast path did not
+ * cache: its bin is full, or the thread has no heap (or no cache). */
+PYM_INTERNAL void pym_heap_free_slow(void *ptr, unsigned size_class);
 PYM_INTERNAL void pym_heap_free_local_slow(pym_heap_t *heap, pym_pool_t *pool);
 PYM_INTERNAL void pym_heap_free_remote(pym_pool_t *pool, pym_block_t *block);
+/* Return every block of the calling thread's cache to its pool. */
+PYM_INTERNAL void pym_heap_flush_cache(pym_heap_t *heap);
+/* Blocks held by all thread caches, per class (statistics; racy reads). */
+PYM_INTERNAL void pym_heap_cached_counts_locked(size_t counts[PYM_CLASS_COUNT]);
 PYM_INTERNAL void pym_heap_thread_exit(void *heap);
 PYM_INTERNAL void pym_heap_lock_all(void);
 PYM_INTERNAL void pym_heap_unlock_all(void);
@@ -316,9 +360,13 @@ PYM_INTERNAL size_t pym_heap_live_count(void);
 /* ---- allocation paths (alloc.c) ----------------------------------------- */
 PYM_INTERNAL void *pym_malloc_generic(size_t size);
 PYM_INTERNAL void pym_free_generic(void *ptr, uintptr_t entry);
+PYM_INTERNAL void *pym_malloc_medium(size_t size);
 PYM_INTERNAL void *pym_aligned_generic(size_t alignment, size_t size);
-/* Validate `ptr` as a block of `pool`; reports and aborts when it is not. */
-PYM_INTERNAL void pym_pool_check_block(pym_pool_t *pool, void *ptr, const char *caller);
+/* Validate `ptr`, in a chunk of kind SMALL or MEDIUM with chunk-map entry
+ * `entry`, as a live block; reports what is wrong and aborts when it is not. */
+PYM_INTERNAL void pym_check_block(const void *ptr, uintptr_t entry, const char *caller);
+/* Report a double free of `ptr` (class `size_class`) and abort. */
+PYM_INTERNAL void pym_double_free(const void *ptr, unsigned size_class) __attribute__((noreturn, cold));
 /* Push a validated block onto its pool's free list (catching a double free
  * of the last block freed there); returns the pool's new used count.  The
  * caller owns the pool, or holds the lock that does. */
@@ -336,7 +384,7 @@ PYM_INTERNAL void pym_os_decommit(void *address, size_t size);
 PYM_INTERNAL size_t pym_os_page_size(void);
 
 /* ---- metadata (meta.c) -------------------------------------------------- */
-/* Zeroed, 64-byte aligned memory for descriptors and heaps; never from pools. */
+/* Zeroed, 64-byte aligned memory for chunk and large descriptors; never from pools. */
 PYM_INTERNAL void *pym_meta_alloc(size_t size);
 PYM_INTERNAL void pym_meta_free(void *ptr, size_t size);
 PYM_INTERNAL extern pthread_mutex_t pym_meta_lock;
@@ -346,6 +394,7 @@ typedef struct pym_options {
     unsigned alignment;          /* 16 (default) or 8 */
     int stats;                   /* print statistics at exit */
     int verbose;                 /* warn about foreign frees and the like */
+    int thread_cache;            /* per-thread caches of free blocks (1) or none (0) */
 } pym_options_t;
 PYM_INTERNAL extern pym_options_t pym_options;
 PYM_INTERNAL void pym_options_load(void);
@@ -392,6 +441,29 @@ static inline pym_pool_t *pym_pool_of(uintptr_t address, uintptr_t entry)
     if (entry & PYM_CHUNK_SMALL)
         return (pym_pool_t *)(address & ~(PYM_POOL_SIZE - 1));
     return &((pym_arena_t *)(entry & ~PYM_CHUNK_KIND_MASK))->span;
+}
+
+/* The directory entry of the pool holding `address` (chunk-map entry
+ * `entry`, of kind SMALL or MEDIUM), and the address's offset from that
+ * pool's first block (wrapped to a huge value inside a pool header). */
+static PYM_ALWAYS_INLINE pym_pool_info_t *pym_pool_info_of(uintptr_t address, uintptr_t entry, uint32_t *offset)
+{
+    pym_arena_t *arena = (pym_arena_t *)(entry & ~PYM_CHUNK_KIND_MASK);
+    if (entry & PYM_CHUNK_SMALL) {
+        *offset = (uint32_t)(address & (PYM_POOL_SIZE - 1)) - PYM_POOL_HEADER_SIZE;
+        return &arena->pools[(address >> PYM_POOL_SHIFT) & (PYM_POOLS_PER_ARENA - 1)];
+    }
+    *offset = (uint32_t)(address & (PYM_CHUNK_SIZE - 1));
+    return &arena->pools[0];
+}
+
+/* True when `offset` is the start of a block the pool of `info` has handed
+ * out at least once: one test covers "is a multiple of the block size" and
+ * "lies below the carved bound", since a non-multiple gives a huge index. */
+static PYM_ALWAYS_INLINE bool pym_pool_info_has_block(const pym_pool_info_t *info, uint32_t offset)
+{
+    return pym_block_index(offset, info->odd_inverse, info->rotate)
+           < __atomic_load_n(&info->carved, __ATOMIC_RELAXED);
 }
 
 /* End of the pool's block area, as an offset from its first block. */

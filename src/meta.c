@@ -1,6 +1,7 @@
 /*
- * meta.c -- memory for pymalloc's own descriptors: chunk descriptors, large
- * mapping descriptors and thread heaps.
+ * meta.c -- memory for pymalloc's own descriptors: chunk descriptors and
+ * large mapping descriptors.  (Thread heaps, 50 KiB with their caches, are
+ * mapped on their own by heap.c and, like these, never unmapped.)
  *
  * Descriptors never live in the pools they describe (an arena keeps all 64
  * pools for blocks), and must be available before anything else works, so
@@ -22,7 +23,7 @@ static char *pym_meta_bump;        /* next free byte of the current region */
 static char *pym_meta_end;         /* end of the current region */
 static void *pym_meta_free_lists[PYM_META_BUCKETS + 1]; /* per size in units: freed descriptors */
 
-_Static_assert(sizeof(pym_heap_t) <= PYM_META_UNIT * PYM_META_BUCKETS, "a heap must fit a metadata bucket");
+_Static_assert(sizeof(pym_arena_t) <= PYM_META_UNIT * PYM_META_BUCKETS, "a chunk descriptor must fit a bucket");
 
 void *pym_meta_alloc(size_t size)
 {

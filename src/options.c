@@ -10,6 +10,9 @@
  *   PYMALLOC_ALIGN    16 (default) or 8: alignment mode of the small classes
  *   PYMALLOC_STATS    0 (default) or 1: print the statistics table at exit
  *   PYMALLOC_VERBOSE  0 (default) or 1: warn about ignored foreign frees
+ *   PYMALLOC_THREAD_CACHE 1 (default) or 0: per-thread caches of free blocks;
+ *                     0 sends every small and medium malloc and free to the
+ *                     pools (slower; for debugging and measurement)
  */
 #include <fcntl.h>
 #include <string.h>
@@ -19,7 +22,7 @@
 
 extern char **environ;
 
-pym_options_t pym_options = {.alignment = 16, .stats = 0, .verbose = 0};
+pym_options_t pym_options = {.alignment = 16, .stats = 0, .verbose = 0, .thread_cache = 1};
 
 static char pym_proc_environ[64 * 1024]; /* copy of /proc/self/environ when environ is not yet set */
 static size_t pym_proc_environ_length;
@@ -79,4 +82,5 @@ void pym_options_load(void)
     }
     pym_options.stats = pym_env_switch("PYMALLOC_STATS", 0);
     pym_options.verbose = pym_env_switch("PYMALLOC_VERBOSE", 0);
+    pym_options.thread_cache = pym_env_switch("PYMALLOC_THREAD_CACHE", 1);
 }

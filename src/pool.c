@@ -47,6 +47,8 @@ static void pym_class_set(unsigned index, uint32_t block_size, size_t area)
     cls->rotate = (uint32_t)__builtin_ctz(block_size);
     cls->odd_inverse = pym_odd_inverse(block_size >> cls->rotate);
     cls->max_quotient = UINT32_MAX / block_size;
+    uint32_t cache_capacity = (uint32_t)(PYM_CACHE_CLASS_BYTES / block_size);
+    cls->cache_capacity = cache_capacity > PYM_CACHE_SLOTS ? PYM_CACHE_SLOTS : cache_capacity ? cache_capacity : 1;
 }
 
 void pym_classes_init(unsigned alignment)
@@ -80,13 +82,14 @@ unsigned pym_medium_class_of(size_t size)
 void pym_pool_init(pym_pool_t *pool, unsigned size_class, pym_heap_t *owner)
 {
     const pym_class_t *cls = &pym_classes[size_class];
+    pym_pool_info_t *info = pym_pool_info(pool);
     pool->size_class = (uint8_t)size_class;
     pool->free = NULL;
     pool->used = 0;
-    __atomic_store_n(&pool->carved, 0, __ATOMIC_RELAXED);
-    pool->odd_inverse = cls->odd_inverse;
-    pool->max_quotient = cls->max_quotient;
-    pool->rotate = (uint8_t)cls->rotate;
+    info->odd_inverse = cls->odd_inverse;
+    info->rotate = (uint8_t)cls->rotate;
+    info->size_class = (uint8_t)size_class;
+    __atomic_store_n(&info->carved, 0, __ATOMIC_RELAXED);
     pool->next = pool->prev = NULL;
     __atomic_store_n(&pool->state, PYM_POOL_USED, __ATOMIC_RELAXED);
     __atomic_store_n(&pool->owner, owner, __ATOMIC_RELEASE);

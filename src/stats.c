@@ -58,7 +58,14 @@ void pym_stats_get(pym_stats_t *out)
     }
     pym_arena_counters_locked(out);
     out->heaps_live = pym_heap_live_count();
+    size_t cached[PYM_CLASS_COUNT] = {0};
+    pym_heap_cached_counts_locked(cached);
     pthread_mutex_unlock(&pym_arena_lock);
+    for (unsigned i = 0; i < PYM_CLASS_COUNT; i++) { /* pools count cached blocks as used */
+        pym_class_stats_t *cls = &out->classes[i];
+        cls->blocks_cached = cached[i] < cls->blocks_used ? cached[i] : cls->blocks_used;
+        cls->blocks_used -= cls->blocks_cached;
+    }
     out->mapped_bytes = (out->arenas_now + out->arenas_cached) * PYM_CHUNK_SIZE + out->large_bytes
                         + out->large_cached_bytes;
     out->mapped_peak_bytes = out->arenas_peak * PYM_CHUNK_SIZE + out->large_peak_bytes;
@@ -105,20 +112,22 @@ static void pym_stats_render(pym_printer_t *printer)
     pym_stats_t stats;
     pym_stats_get(&stats);
     pym_print(printer, "pymalloc statistics (alignment %u, pid %ld)\n", stats.alignment, (long)getpid());
-    pym_print(printer, "class   block size   pools   full pools   blocks in use   free blocks\n");
-    pym_print(printer, "-----   ----------   -----   ----------   -------------   -----------\n");
-    size_t pool_bytes_used = 0, pool_bytes_free = 0;
+    pym_print(printer, "class   block size   pools   full pools   blocks in use   free blocks   thread-cached\n");
+    pym_print(printer, "-----   ----------   -----   ----------   -------------   -----------   -------------\n");
+    size_t pool_bytes_used = 0, pool_bytes_free = 0, pool_bytes_cached = 0;
     for (unsigned i = 0; i < PYM_CLASS_COUNT; i++) {
         const pym_class_stats_t *cls = &stats.classes[i];
         if (cls->pools == 0)
             continue;
-        pym_print(printer, "%5u   %10zu   %5zu   %10zu   %13zu   %11zu\n", i, cls->block_size, cls->pools,
-                  cls->full_pools, cls->blocks_used, cls->blocks_free);
+        pym_print(printer, "%5u   %10zu   %5zu   %10zu   %13zu   %11zu   %13zu\n", i, cls->block_size, cls->pools,
+                  cls->full_pools, cls->blocks_used, cls->blocks_free, cls->blocks_cached);
         pool_bytes_used += cls->blocks_used * cls->block_size;
         pool_bytes_free += cls->blocks_free * cls->block_size;
+        pool_bytes_cached += cls->blocks_cached * cls->block_size;
     }
     pym_print(printer, "# bytes in pool blocks in use     %14zu\n", pool_bytes_used);
     pym_print(printer, "# bytes in free pool blocks       %14zu\n", pool_bytes_free);
+    pym_print(printer, "# bytes in thread-cached blocks   %14zu\n", pool_bytes_cached);
     pym_print(printer, "# empty pools kept by threads     %14zu\n", stats.empty_pools);
     pym_print(printer, "# arenas (256 KiB) mapped now     %14zu\n", stats.arenas_now);
     pym_print(printer, "# arenas mapped in total          %14zu\n", stats.arenas_total);

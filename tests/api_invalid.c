@@ -494,6 +494,7 @@ static void body_recycled_chunk(void *unused)
         }
     for (int i = 0; i < SPAN_BLOCKS; i++)
         free(medium[i]);
+    pym_flush_thread_cache(); /* the thread cache keeps the last freed blocks (and so the span) */
     pym_stats_get(&stats);
     if (pym_owns((void *)chunk) || stats.arenas_cached != 1) {
         printf("setup-failed: the emptied span was not cached (%zu chunks cached)\n", stats.arenas_cached);

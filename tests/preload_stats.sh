@@ -37,7 +37,7 @@ esac
 table() {
     awk '/^class +block size +pools/ { on = 1; next }
          /^#/ { on = 0 }
-         on && NF == 6 && $1 ~ /^[0-9]+$/ { print }' "$1"
+         on && NF == 7 && $1 ~ /^[0-9]+$/ { print }' "$1"
 }
 
 # row FILE CLASS: that class's row ("" when it has no pools).
@@ -79,11 +79,11 @@ check_table() {
         fail "$ct_name: at least 5 small classes with pools > 0" "only $ct_small"
     fi
     # Each row is consistent: block size of its class, full <= pools, and
-    # in-use + free = pools * capacity (4032-byte pool area for small
+    # in-use + free + thread-cached = pools * capacity (4032-byte pool area for small
     # classes, 256 KiB span for medium ones).
     ct_bad=$(table "$ct_file" | awk -v align="$ct_align" '
         {
-            c = $1; bs = $2; pools = $3; full = $4; used = $5; free = $6
+            c = $1; bs = $2; pools = $3; full = $4; used = $5; free = $6; cached = $7
             if (c < 64) {
                 want = 8 * (c + 1); cap = int(4032 / bs)
                 if (align == 16 && c >= 2 && c % 2 == 0) { print "class " c " used under alignment 16"; next }
@@ -92,7 +92,7 @@ check_table() {
             }
             if (want && bs != want) print "class " c ": block size " bs " (expected " want ")"
             if (full > pools) print "class " c ": full pools " full " > pools " pools
-            if (used + free != pools * cap) print "class " c ": " used " + " free " blocks != " pools " x " cap
+            if (used + free + cached != pools * cap) print "class " c ": " used " + " free " + " cached " blocks != " pools " x " cap
         }')
     if [ -z "$ct_bad" ]; then
         pass "$ct_name: every row consistent"

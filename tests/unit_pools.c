@@ -20,12 +20,16 @@
  *     them arenas_now falls back, at most 4 arenas stay cached and the rest
  *     are returned to the OS (arenas_returned grows).
  * Links the core statically (malloc here is glibc's; pymalloc is pym_*).
+ * Runs with the thread cache off (PYMALLOC_THREAD_CACHE=0), so every
+ * malloc and free reaches the pools and their state can be asserted block
+ * by block; unit_cache covers the cache in front of them.
  */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "check.h"
@@ -121,7 +125,7 @@ static bool next_block_needs_arena(pym_heap_t *heap, unsigned size_class)
     if (heap->empty != NULL)
         return false;
     for (pym_pool_t *pool = heap->pools[size_class]; pool != NULL && pool != &pym_empty_pool; pool = pool->next)
-        if (pool->free != NULL || pool->carved < pym_pool_area_bytes(pool))
+        if (pool->free != NULL || pym_pool_carved(pool) < pym_classes[size_class].capacity)
             return false;
     return true;
 }
@@ -420,9 +424,19 @@ static void check_arenas_are_returned(void)
     pym_free(again);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    (void)argc;
+    /* The option is read once, at start-up (a constructor may already have
+     * run): run again with it set. */
+    if (getenv("PYMALLOC_THREAD_CACHE") == NULL) {
+        setenv("PYMALLOC_THREAD_CACHE", "0", 1);
+        execv("/proc/self/exe", argv);
+        perror("execv /proc/self/exe");
+        return 1;
+    }
     pym_ensure_init();
+    CHECK(pym_options.thread_cache == 0, "PYMALLOC_THREAD_CACHE=0 turns the thread cache off");
     check_heap_comes_alive();
     check_pools_come_from_the_fullest_arena(); /* early: relies on a short arena history */
     check_pool_count(40, 1000);       /* small, many pools */
