@@ -7,7 +7,7 @@
  *   0..512 bytes        small classes, 4 KiB pools (fastpath.h, heap.c)
  *   513 B..128 KiB      medium classes, 256 KiB spans, same heap machinery
  *   above 128 KiB       large mappings (large.c): reused from a cache below
- *                       PYM_DIRECT_THRESHOLD (1 MiB), mapped and unmapped
+ *                       PYM_DIRECT_THRESHOLD (64 MiB), mapped and unmapped
  *                       directly from there on, grown with mremap.
  * Requests above PTRDIFF_MAX fail with ENOMEM before anything is tried, as
  * glibc does: no object may be larger than the largest pointer difference.

@@ -75,14 +75,15 @@
 #define PYM_MEDIUM_STEPS         4        /* medium classes per doubling of size */
 #define PYM_MEDIUM_CLASSES       32       /* 640 B .. 128 KiB */
 #define PYM_CLASS_COUNT          (PYM_SMALL_CLASSES + PYM_MEDIUM_CLASSES)
-#define PYM_DIRECT_THRESHOLD     (1 * PYM_MiB)  /* from here blocks are mapped and unmapped directly */
+#define PYM_DIRECT_THRESHOLD     (64 * PYM_MiB) /* from here blocks are mapped and unmapped directly */
 #define PYM_CACHE_SLOTS          64       /* most blocks a thread cache bin holds (small classes get all) */
 #define PYM_CACHE_CLASS_BYTES    (32 * PYM_KiB) /* and at most this many bytes of blocks (medium classes) */
 #define PYM_HEAP_POOL_BATCH      8        /* fresh pools a heap takes per arena-lock acquisition */
 #define PYM_HEAP_EMPTY_POOLS_MAX 16       /* empty pools a heap keeps before returning some */
 #define PYM_CHUNK_CACHE_MAX      4        /* empty chunks kept mapped (1 MiB) against map/unmap loops */
 #define PYM_LARGE_CACHE_SLOTS    16       /* freed large mappings kept for reuse */
-#define PYM_LARGE_CACHE_BYTES    (32 * PYM_MiB) /* and at most this many bytes of them */
+#define PYM_LARGE_CACHE_BYTES    (64 * PYM_MiB) /* and at most this many bytes of them */
+#define PYM_LARGE_CACHE_DECAY_MS 1000     /* a cached mapping unused this long is unmapped at the next large op */
 #define PYM_ADDRESS_BITS         48       /* user address space covered by the chunk map */
 #define PYM_CHUNKMAP_LEAF_BITS   15       /* chunk-map entries per leaf: 2^15 (8 GiB of address space) */
 #define PYM_META_REGION_SIZE     (256 * PYM_KiB) /* metadata is carved from mappings of this size */
@@ -110,6 +111,9 @@
 #endif
 #if (PYM_CHUNK_SIZE / (PYM_SMALL_MAX + PYM_SMALL_MAX / PYM_MEDIUM_STEPS)) > UINT16_MAX
 #error "the pool directory counts carved blocks in 16 bits"
+#endif
+#if PYM_DIRECT_THRESHOLD > PYM_LARGE_CACHE_BYTES
+#error "every block below the direct-mapping threshold must fit the large cache"
 #endif
 #if PYM_DIRECT_THRESHOLD <= PYM_MEDIUM_MAX
 #error "the direct-mapping threshold must lie above the medium classes"
@@ -293,6 +297,7 @@ struct pym_large {
     size_t size;                 /* bytes mapped (page multiple) */
     pym_large_t *next;           /* cache list, most recently freed first */
     pym_large_t *prev;
+    uint64_t cached_at_ms;       /* when it entered the cache (monotonic milliseconds) */
     uint8_t state;               /* enum pym_large_state */
 };
 PYM_INTERNAL extern pthread_mutex_t pym_large_lock;

@@ -6,11 +6,17 @@
  * address and the chunk map finds the descriptor (kept out of line) from any
  * address inside it.
  *
- *   below PYM_DIRECT_THRESHOLD (1 MiB): a freed mapping is kept in a cache
+ *   below PYM_DIRECT_THRESHOLD (64 MiB): a freed mapping is kept in a cache
  *       of at most PYM_LARGE_CACHE_SLOTS mappings and PYM_LARGE_CACHE_BYTES
  *       bytes, and a later request of nearly the same size (the mapping at
  *       most 25% larger) takes it back: a steady malloc/free loop makes no
- *       system call.  The oldest entries are unmapped when the cache is full.
+ *       system call and faults no page in again.  The oldest entries are
+ *       unmapped when the cache is full, and entries unused for
+ *       PYM_LARGE_CACHE_DECAY_MS are unmapped at the next large-block
+ *       operation, so a burst of big buffers does not stay resident.
+ *       (glibc gets the same effect from its dynamic mmap threshold, which
+ *       rises up to 32 MiB; jemalloc keeps freed extents and purges them
+ *       after a decay time.)
  *   from the threshold on: mapped on malloc, unmapped on free.
  * realloc of a large block to another large size never copies: shrinking
  * and growing in place use mremap, and when the neighbouring address space
@@ -21,6 +27,7 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -62,6 +69,41 @@ static void pym_large_unmap(pym_large_t *large)
     pym_meta_free(large, sizeof(pym_large_t));
 }
 
+static void pym_large_unmap_list(pym_large_t *victims)
+{
+    while (victims != NULL) {
+        pym_large_t *next = victims->next;
+        pym_large_unmap(victims);
+        victims = next;
+    }
+}
+
+static uint64_t pym_now_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &now); /* vDSO: no system call */
+    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+}
+
+/* Under the lock: take the cache entries to unmap -- the oldest while the
+ * cache is over its limits, and those unused for the decay time -- off the
+ * cache and the chunk map, and return them (linked through `next`) for the
+ * caller to unmap after unlocking. */
+static pym_large_t *pym_large_cache_trim_locked(uint64_t now_ms)
+{
+    pym_large_t *victims = NULL;
+    while (pym_large_cache_tail != NULL
+           && (pym_large_cache_count > PYM_LARGE_CACHE_SLOTS || pym_large_cache_bytes > PYM_LARGE_CACHE_BYTES
+               || now_ms - pym_large_cache_tail->cached_at_ms >= PYM_LARGE_CACHE_DECAY_MS)) {
+        pym_large_t *oldest = pym_large_cache_tail;
+        pym_large_cache_unlink_locked(oldest);
+        pym_chunkmap_clear(oldest->base, oldest->size);
+        oldest->next = victims;
+        victims = oldest;
+    }
+    return victims;
+}
+
 void *pym_large_alloc(size_t size, size_t alignment, bool zero)
 {
     size_t page = pym_os_page_size();
@@ -76,6 +118,7 @@ void *pym_large_alloc(size_t size, size_t alignment, bool zero)
     if (map_size < PYM_DIRECT_THRESHOLD && alignment == PYM_CHUNK_SIZE) {
         pym_large_t *best = NULL;
         pthread_mutex_lock(&pym_large_lock);
+        pym_large_t *victims = pym_large_cache_head ? pym_large_cache_trim_locked(pym_now_ms()) : NULL;
         for (pym_large_t *large = pym_large_cache_head; large != NULL; large = large->next)
             if (large->size >= map_size && large->size <= map_size + map_size / 4
                 && (best == NULL || large->size < best->size))
@@ -86,6 +129,7 @@ void *pym_large_alloc(size_t size, size_t alignment, bool zero)
             pym_large_count_live_locked(best->size);
         }
         pthread_mutex_unlock(&pym_large_lock);
+        pym_large_unmap_list(victims);
         if (best != NULL) {
             if (zero)
                 memset((void *)best->base, 0, size);
@@ -118,7 +162,6 @@ void *pym_large_alloc(size_t size, size_t alignment, bool zero)
 
 void pym_large_free(pym_large_t *large, void *ptr)
 {
-    pym_large_t *victims = NULL;
     pthread_mutex_lock(&pym_large_lock);
     if (PYM_UNLIKELY((uintptr_t)ptr - large->base >= large->size)) {
         /* In the mapping's last chunk but past its end: another mapping's. */
@@ -143,6 +186,7 @@ void pym_large_free(pym_large_t *large, void *ptr)
         return;
     }
     large->state = PYM_LARGE_CACHED;
+    large->cached_at_ms = pym_now_ms();
     large->prev = NULL;
     large->next = pym_large_cache_head;
     if (large->next)
@@ -152,19 +196,9 @@ void pym_large_free(pym_large_t *large, void *ptr)
     pym_large_cache_head = large;
     pym_large_cache_count++;
     pym_large_cache_bytes += large->size;
-    while (pym_large_cache_count > PYM_LARGE_CACHE_SLOTS || pym_large_cache_bytes > PYM_LARGE_CACHE_BYTES) {
-        pym_large_t *oldest = pym_large_cache_tail;
-        pym_large_cache_unlink_locked(oldest);
-        pym_chunkmap_clear(oldest->base, oldest->size);
-        oldest->next = victims;
-        victims = oldest;
-    }
+    pym_large_t *victims = pym_large_cache_trim_locked(large->cached_at_ms);
     pthread_mutex_unlock(&pym_large_lock);
-    while (victims != NULL) {
-        pym_large_t *next = victims->next;
-        pym_large_unmap(victims);
-        victims = next;
-    }
+    pym_large_unmap_list(victims);
 }
 
 void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)

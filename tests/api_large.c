@@ -11,11 +11,15 @@
  *     start value, the arena counters do not move;
  *   - the cache reuses a mapping at most 25% larger than the request, not a
  *     bigger one, and takes the best fit;
- *   - from 1 MiB on blocks are not cached: freeing a 64 MiB block lowers
- *     large_bytes by 64 MiB and the block is no longer pymalloc's; a block
- *     just below 1 MiB is cached;
+ *   - from 64 MiB (the direct-mapping threshold) on blocks are not cached:
+ *     freeing a 64 MiB block lowers large_bytes and mapped_bytes by 64 MiB
+ *     and the block is no longer pymalloc's; a block just below 64 MiB is
+ *     cached and handed out again;
  *   - the cache is bounded: after freeing many 900 KB blocks it holds at most
- *     16 mappings and never more than 32 MiB, keeping the most recent ones;
+ *     16 mappings, keeping the most recent ones; after freeing five 20 MiB
+ *     blocks it holds no more than 64 MiB;
+ *   - decay: a cached mapping unused for a second is unmapped at the next
+ *     large-block operation;
  *   - calloc of a reused (dirty) cached block is zero.
  * Calls go through volatile function pointers so the compiler cannot fold
  * them with its built-in knowledge of the allocation functions.
@@ -40,7 +44,8 @@ static size_t (*volatile usable_fn)(void *) = malloc_usable_size;
 #define MiB (1024 * KiB)
 #define CHUNK (256 * KiB)
 #define CACHE_SLOTS 16
-#define CACHE_BYTES (32 * MiB)
+#define CACHE_BYTES (64 * MiB)
+#define DIRECT_THRESHOLD (64 * MiB)
 
 static size_t page_size;
 
@@ -194,25 +199,56 @@ static void check_direct_blocks_are_unmapped(void)
           after.mapped_bytes);
     CHECK(!pym_owns(huge) && usable_fn(huge) == 0, "a freed direct block is no longer pymalloc's");
 
-    /* Exactly 1 MiB is the first size mapped directly: freeing it unmaps it
-     * (and evicts nothing from the cache). */
-    void *threshold = malloc_fn(MiB);
-    REQUIRE(threshold != NULL);
-    pym_stats_t mapped_before = stats_now();
-    free_fn(threshold);
-    pym_stats_t mapped_after = stats_now();
-    CHECK(mapped_after.large_cached_bytes == mapped_before.large_cached_bytes, "a 1 MiB block is not cached");
-    CHECK(mapped_after.mapped_bytes + MiB == mapped_before.mapped_bytes, "freeing 1 MiB unmaps it (%zu -> %zu)",
-          mapped_before.mapped_bytes, mapped_after.mapped_bytes);
     /* Just below the threshold the mapping is cached and handed out again. */
     flush_large_cache();
-    void *below = malloc_fn(MiB - page_size);
+    void *below = malloc_fn(DIRECT_THRESHOLD - page_size);
     REQUIRE(below != NULL);
     free_fn(below);
-    CHECK(stats_now().large_cached_bytes >= MiB - page_size, "a block of 1 MiB - 1 page is cached");
-    void *below_again = malloc_fn(MiB - page_size);
-    CHECK(below_again == below, "the cached 1 MiB - 1 page mapping is reused");
+    CHECK(stats_now().large_cached_bytes >= DIRECT_THRESHOLD - page_size, "a block of 64 MiB - 1 page is cached");
+    void *below_again = malloc_fn(DIRECT_THRESHOLD - page_size);
+    CHECK(below_again == below, "the cached 64 MiB - 1 page mapping is reused");
     free_fn(below_again);
+    flush_large_cache();
+}
+
+static void check_cache_byte_bound(void)
+{
+    enum { COUNT = 5 };
+    const size_t size = 20 * MiB;
+    void *blocks[COUNT];
+    for (int i = 0; i < COUNT; i++)
+        REQUIRE((blocks[i] = malloc_fn(size)) != NULL);
+    for (int i = 0; i < COUNT; i++)
+        free_fn(blocks[i]);
+    pym_stats_t after = stats_now();
+    CHECK(after.large_cached_bytes <= CACHE_BYTES, "five 20 MiB blocks freed: %zu bytes cached, more than 64 MiB",
+          after.large_cached_bytes);
+    CHECK(after.large_cached_bytes >= 3 * size, "the last three 20 MiB mappings stay cached (%zu bytes cached)",
+          after.large_cached_bytes);
+    flush_large_cache();
+}
+
+static void check_cache_decay(void)
+{
+    const size_t size = 700 * 1000;
+    flush_large_cache();
+    pym_stats_t start = stats_now();
+    void *block = malloc_fn(size);
+    REQUIRE(block != NULL);
+    free_fn(block);
+    pym_stats_t cached = stats_now();
+    CHECK(cached.large_cached_bytes >= page_round(size) && cached.large_cached_bytes > start.large_cached_bytes,
+          "the 700 KB mapping is cached (%zu -> %zu bytes cached)", start.large_cached_bytes, cached.large_cached_bytes);
+    usleep(1200 * 1000); /* past the one-second decay */
+    void *other = malloc_fn(150 * 1000); /* any large-block operation trims the cache */
+    REQUIRE(other != NULL);
+    pym_stats_t decayed = stats_now();
+    CHECK(decayed.large_cached_bytes == 0,
+          "mappings cached for 1.2 s are unmapped at the next large malloc (%zu -> %zu bytes cached)",
+          cached.large_cached_bytes, decayed.large_cached_bytes);
+    CHECK(decayed.mapped_bytes + cached.large_cached_bytes <= cached.mapped_bytes + page_round(150 * 1000),
+          "and its memory is unmapped (%zu -> %zu bytes mapped)", cached.mapped_bytes, decayed.mapped_bytes);
+    free_fn(other);
 }
 
 static void check_cache_bound(void)
@@ -229,7 +265,7 @@ static void check_cache_bound(void)
     for (int i = 0; i < COUNT; i++)
         free_fn(blocks[i]);
     pym_stats_t after = stats_now();
-    CHECK(after.large_cached_bytes <= CACHE_BYTES, "large_cached_bytes %zu exceeds 32 MiB", after.large_cached_bytes);
+    CHECK(after.large_cached_bytes <= CACHE_BYTES, "large_cached_bytes %zu exceeds 64 MiB", after.large_cached_bytes);
     CHECK(after.large_cached_bytes == CACHE_SLOTS * page_round(size),
           "the cache should hold exactly the 16 last 900 KB mappings (%zu bytes cached, expected %zu)",
           after.large_cached_bytes, CACHE_SLOTS * page_round(size));
@@ -285,6 +321,8 @@ int main(void)
     check_cache_fit();
     check_direct_blocks_are_unmapped();
     check_cache_bound();
+    check_cache_byte_bound();
+    check_cache_decay();
     check_calloc_of_reused_block();
     return check_finish();
 }

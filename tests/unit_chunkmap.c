@@ -9,7 +9,7 @@
  *     block (PYM_CHUNK_SMALL, its arena), a 2000-byte block (PYM_CHUNK_MEDIUM,
  *     a span of the right class), a 300000-byte block (PYM_CHUNK_LARGE, a
  *     descriptor whose base is the block), for every chunk the block covers;
- *   - a direct-mapped 4 MiB block: every chunk maps to it while it lives and
+ *   - a direct-mapped block (64 MiB, the threshold): every chunk maps to it while it lives and
  *     none after free;
  *   - pym_chunkmap_set / clear / clear_if on a private 256 KiB-aligned
  *     mapping: exact chunk ranges, partial sizes rounding out to whole
@@ -120,22 +120,22 @@ static void check_large_block(void)
 
 static void check_direct_block(void)
 {
-    const size_t size = 4 * PYM_MiB;
+    const size_t size = PYM_DIRECT_THRESHOLD; /* the first size mapped and unmapped directly */
     char *block = pym_malloc(size);
     REQUIRE(block != NULL);
     uintptr_t entry = pym_chunkmap_lookup((uintptr_t)block);
-    CHECK(kind_of(entry) == PYM_CHUNK_LARGE, "4 MiB block: kind %u", kind_of(entry));
+    CHECK(kind_of(entry) == PYM_CHUNK_LARGE, "direct block: kind %u", kind_of(entry));
     unsigned mapped_chunks = 0;
     for (uintptr_t chunk = (uintptr_t)block; chunk < (uintptr_t)block + size; chunk += CHUNK)
         mapped_chunks += pym_chunkmap_lookup(chunk) == entry;
-    CHECK(mapped_chunks == size / CHUNK, "%u of %zu chunks of the 4 MiB block are mapped", mapped_chunks,
+    CHECK(mapped_chunks == size / CHUNK, "%u of %zu chunks of the direct block are mapped", mapped_chunks,
           (size_t)(size / CHUNK));
     memset(block, 0x5a, size);
     pym_free(block);
     unsigned stale_chunks = 0;
     for (uintptr_t chunk = (uintptr_t)block; chunk < (uintptr_t)block + size; chunk += CHUNK)
         stale_chunks += pym_chunkmap_lookup(chunk) != 0;
-    CHECK(stale_chunks == 0, "%u chunks of a freed 4 MiB block still look like pymalloc's", stale_chunks);
+    CHECK(stale_chunks == 0, "%u chunks of a freed direct block still look like pymalloc's", stale_chunks);
     CHECK(pym_usable_size(block) == 0 && !pym_owns(block), "a freed direct block is not owned");
 }
 
