@@ -139,7 +139,7 @@ void pym_free_generic(void *ptr, uintptr_t entry)
 #endif
     if (PYM_LIKELY(cursor != bin->limit)) {
         *cursor = ptr;
-        bin->cursor = cursor + 1;
+        pym_bin_set_cursor(bin, cursor + 1);
         return;
     }
     pym_heap_free_slow(ptr, size_class);

@@ -25,7 +25,7 @@ static PYM_ALWAYS_INLINE void *pym_cache_pop(unsigned size_class, size_t size)
     void **cursor = bin->cursor;
     if (PYM_LIKELY(cursor != bin->base)) {
         cursor--;
-        bin->cursor = cursor;
+        pym_bin_set_cursor(bin, cursor);
         return *cursor;
     }
     return pym_heap_malloc_slow(size, size_class);
@@ -51,7 +51,7 @@ static PYM_ALWAYS_INLINE void pym_free_inline(void *ptr)
             void **cursor = bin->cursor;
             if (PYM_LIKELY(cursor != bin->limit && cursor[-1] != ptr)) {
                 *cursor = ptr;
-                bin->cursor = cursor + 1;
+                pym_bin_set_cursor(bin, cursor + 1);
                 return;
             }
         }

@@ -442,7 +442,7 @@ void *pym_heap_malloc_slow(size_t size, unsigned size_class)
     } else {
         pym_cache_bin_t *bin = &heap->bins[size_class];
         if (bin->cursor != bin->base) { /* a heap acquired just now may reach here with blocks */
-            bin->cursor--;
+            pym_bin_set_cursor(bin, bin->cursor - 1);
             return *bin->cursor;
         }
         if (bin->limit == bin->base) {
@@ -450,7 +450,7 @@ void *pym_heap_malloc_slow(size_t size, unsigned size_class)
         } else {
             unsigned got = pym_heap_take_blocks(heap, size_class, bin->base, bin->batch);
             if (got > 0) {
-                bin->cursor = bin->base + got - 1;
+                pym_bin_set_cursor(bin, bin->base + got - 1);
                 block = *bin->cursor;
             }
         }
@@ -531,7 +531,7 @@ static void pym_cache_flush(pym_heap_t *heap, unsigned size_class, unsigned coun
         count = held;
     pym_heap_free_blocks(heap, size_class, bin->base, count);
     memmove(bin->base, bin->base + count, (held - count) * sizeof(void *));
-    bin->cursor -= count;
+    pym_bin_set_cursor(bin, bin->cursor - count);
 }
 
 void pym_heap_flush_cache(pym_heap_t *heap)
@@ -548,12 +548,14 @@ void pym_heap_free_slow(void *ptr, unsigned size_class)
     if (heap != NULL) {
         pym_cache_bin_t *bin = &heap->bins[size_class];
         if (bin->cursor != bin->limit) { /* a heap acquired just now */
-            *bin->cursor++ = ptr;
+            *bin->cursor = ptr;
+            pym_bin_set_cursor(bin, bin->cursor + 1);
             return;
         }
         if (bin->limit != bin->base) { /* full: make room */
             pym_cache_flush(heap, size_class, bin->batch);
-            *bin->cursor++ = ptr;
+            *bin->cursor = ptr;
+            pym_bin_set_cursor(bin, bin->cursor + 1);
             /* A thread that frees much and allocates little still takes back
              * its blocks that others freed. */
             if (__atomic_load_n(&heap->remote, __ATOMIC_RELAXED) != NULL)

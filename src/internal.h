@@ -330,6 +330,13 @@ typedef struct pym_cache_bin {
 } pym_cache_bin_t;
 #define PYM_CACHE_BIN_STRIDE (PYM_CACHE_SLOTS + 1) /* slots per bin, with its NULL sentinel */
 
+/* Only the owning thread moves a bin's cursor; statistics read it from other
+ * threads, so it is stored atomically (a plain store on x86-64 and arm64). */
+static PYM_ALWAYS_INLINE void pym_bin_set_cursor(pym_cache_bin_t *bin, void **cursor)
+{
+    __atomic_store_n(&bin->cursor, cursor, __ATOMIC_RELAXED);
+}
+
 struct pym_heap {
     pym_cache_bin_t bins[PYM_CLASS_COUNT]; /* thread cache, per class */
     pym_pool_t *pools[PYM_CLASS_COUNT]; /* per class: first pool with free blocks, or &pym_empty_pool */
