@@ -91,15 +91,10 @@ void pym_pool_free_block(pym_heap_t *heap, pym_pool_t *pool, pym_block_t *block)
 }
 
 /* ---- generic paths ---------------------------------------------------------------- */
-void *pym_malloc_medium(size_t size)
-{
-    return pym_cache_pop(pym_medium_class_of(size), size);
-}
-
 void *pym_malloc_generic(size_t size)
 {
     if (size <= PYM_MEDIUM_MAX)
-        return pym_malloc_medium(size);
+        return pym_cache_pop(pym_medium_class_of(size), size);
     if (PYM_UNLIKELY(size > PTRDIFF_MAX)) {
         errno = ENOMEM;
         return NULL;

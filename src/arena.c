@@ -154,7 +154,7 @@ pym_pool_t *pym_arena_take_pools_locked(unsigned want, unsigned *got)
             pym_pool_t *pool = (pym_pool_t *)(arena->base + (uintptr_t)index * PYM_POOL_SIZE);
             pool->arena = arena;
             pool->index = (uint8_t)index;
-            __atomic_store_n(&pool->owner, NULL, __ATOMIC_RELAXED);
+            pym_pool_set_owner(pool, NULL);
             __atomic_store_n(&pool->state, PYM_POOL_EMPTY, __ATOMIC_RELAXED);
             pool->next = NULL;
             *tail = pool;
@@ -182,7 +182,7 @@ pym_pool_t *pym_arena_take_span_locked(unsigned size_class)
 void pym_arena_release_pool_locked(pym_pool_t *pool)
 {
     pym_arena_t *arena = pool->arena;
-    __atomic_store_n(&pool->owner, NULL, __ATOMIC_RELAXED);
+    pym_pool_set_owner(pool, NULL);
     __atomic_store_n(&pool->state, PYM_POOL_UNUSED, __ATOMIC_RELAXED);
     __atomic_store_n(&pym_pool_info(pool)->carved, 0, __ATOMIC_RELAXED); /* frees into it now fail validation */
     if (arena->kind == PYM_CHUNK_MEDIUM) {
@@ -203,7 +203,7 @@ void pym_arena_release_pool_locked(pym_pool_t *pool)
 void pym_arena_abandon_pool_locked(pym_pool_t *pool)
 {
     unsigned size_class = pool->size_class;
-    __atomic_store_n(&pool->owner, NULL, __ATOMIC_RELEASE);
+    pym_pool_set_owner(pool, NULL);
     __atomic_store_n(&pool->state, PYM_POOL_ABANDONED, __ATOMIC_RELAXED);
     pool->prev = NULL;
     pool->next = pym_abandoned[size_class];

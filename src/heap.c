@@ -173,7 +173,7 @@ static void pym_heap_free_orphan(pym_pool_t *pool, pym_block_t *block, pym_heap_
 {
     pym_heap_t *heap = pym_tls_heap;
     pthread_mutex_lock(&pym_arena_lock);
-    pym_heap_t *owner = __atomic_load_n(&pool->owner, __ATOMIC_ACQUIRE);
+    pym_heap_t *owner = pym_pool_owner(pool);
     bool orphan = owner == NULL
                   || (owner == seen_owner && __atomic_load_n(&owner->remote, __ATOMIC_ACQUIRE) == PYM_REMOTE_CLOSED);
     if (!orphan) {
@@ -189,7 +189,7 @@ static void pym_heap_free_orphan(pym_pool_t *pool, pym_block_t *block, pym_heap_
     if (state == PYM_POOL_ABANDONED)
         pym_arena_unlink_abandoned_locked(pool);
     if (heap->state == PYM_HEAP_LIVE) {
-        __atomic_store_n(&pool->owner, heap, __ATOMIC_RELEASE);
+        pym_pool_set_owner(pool, heap);
         pthread_mutex_unlock(&pym_arena_lock);
         pym_heap_link_pool(heap, pool);
         pym_pool_free_block(heap, pool, block);
@@ -208,7 +208,7 @@ static void pym_heap_free_orphan(pym_pool_t *pool, pym_block_t *block, pym_heap_
 static bool pym_heap_free_shared(pym_pool_t *pool, pym_block_t *block)
 {
     pthread_mutex_lock(&pym_shared_heap_lock);
-    bool owned = __atomic_load_n(&pool->owner, __ATOMIC_ACQUIRE) == &pym_shared_heap;
+    bool owned = pym_pool_owner(pool) == &pym_shared_heap;
     if (owned)
         pym_pool_free_block(&pym_shared_heap, pool, block);
     pthread_mutex_unlock(&pym_shared_heap_lock);
@@ -218,7 +218,7 @@ static bool pym_heap_free_shared(pym_pool_t *pool, pym_block_t *block)
 void pym_heap_free_remote(pym_pool_t *pool, pym_block_t *block)
 {
     for (;;) {
-        pym_heap_t *owner = __atomic_load_n(&pool->owner, __ATOMIC_ACQUIRE);
+        pym_heap_t *owner = pym_pool_owner(pool);
         if (owner == pym_tls_heap && owner->state == PYM_HEAP_LIVE) {
             pym_pool_free_block(owner, pool, block); /* adopted by this thread meanwhile */
             return;
@@ -253,7 +253,7 @@ static void pym_heap_free_list(pym_heap_t *heap, pym_block_t *list)
     while (list != NULL) {
         pym_block_t *next = list->next;
         pym_pool_t *pool = pym_pool_of((uintptr_t)list, pym_chunkmap_lookup((uintptr_t)list));
-        if (heap != NULL && __atomic_load_n(&pool->owner, __ATOMIC_ACQUIRE) == heap)
+        if (heap != NULL && pym_pool_owner(pool) == heap)
             pym_pool_free_block(heap, pool, list);
         else
             pym_heap_free_remote(pool, list); /* the pool changed hands since the push */
@@ -284,7 +284,7 @@ static pym_pool_t *pym_heap_new_pool(pym_heap_t *heap, unsigned size_class)
     pthread_mutex_lock(&pym_arena_lock);
     pool = pym_arena_adopt_pool_locked(size_class);
     if (pool != NULL) {
-        __atomic_store_n(&pool->owner, heap, __ATOMIC_RELEASE);
+        pym_pool_set_owner(pool, heap);
         pthread_mutex_unlock(&pym_arena_lock);
         pym_heap_link_pool(heap, pool);
         return pool;
@@ -292,7 +292,7 @@ static pym_pool_t *pym_heap_new_pool(pym_heap_t *heap, unsigned size_class)
     if (size_class >= PYM_SMALL_CLASSES) {
         pool = pym_arena_take_span_locked(size_class);
         if (pool != NULL)
-            __atomic_store_n(&pool->owner, heap, __ATOMIC_RELEASE);
+            pym_pool_set_owner(pool, heap);
         pthread_mutex_unlock(&pym_arena_lock);
         if (pool != NULL)
             pym_class_list_push(heap, pool);
@@ -301,7 +301,7 @@ static pym_pool_t *pym_heap_new_pool(pym_heap_t *heap, unsigned size_class)
     unsigned got;
     pool = pym_arena_take_pools_locked(PYM_HEAP_POOL_BATCH, &got);
     for (pym_pool_t *spare = pool ? pool->next : NULL; spare != NULL; spare = spare->next)
-        __atomic_store_n(&spare->owner, heap, __ATOMIC_RELAXED);
+        pym_pool_set_owner(spare, heap);
     pthread_mutex_unlock(&pym_arena_lock);
     if (pool == NULL)
         return NULL;
@@ -461,14 +461,6 @@ void *pym_heap_malloc_slow(size_t size, unsigned size_class)
 }
 
 /* ---- thread cache flushes ----------------------------------------------------------- */
-/* The pool of a block of `size_class`. */
-static pym_pool_t *pym_pool_of_class(void *block, unsigned size_class)
-{
-    if (size_class < PYM_SMALL_CLASSES)
-        return (pym_pool_t *)((uintptr_t)block & ~(PYM_POOL_SIZE - 1));
-    return pym_pool_of((uintptr_t)block, pym_chunkmap_lookup((uintptr_t)block));
-}
-
 /* Hand a chain of blocks (linked through `next`, last one `tail`) whose
  * pools all belonged to `owner` when the caller looked to that heap's remote
  * list with one CAS; blocks the owner cannot take (it is gone, or is the
@@ -495,19 +487,23 @@ static void pym_heap_push_chain(pym_heap_t *owner, pym_block_t *head, pym_block_
     }
 }
 
-/* Return `count` validated blocks of `size_class` to their pools: as the
- * owner into the heap's own pools, in chains onto the remote lists of the
- * others.  `heap` may be NULL (a thread without a heap owns no pool). */
-static void pym_heap_free_blocks(pym_heap_t *heap, unsigned size_class, void **blocks, unsigned count)
+/* Return `count` validated blocks to their pools: as the owner into the
+ * heap's own pools, in chains onto the remote lists of the others.  `heap`
+ * may be NULL (a thread without a heap owns no pool).  Another heap's pool
+ * is known by its directory entry alone: its header, which its owner keeps
+ * writing, is not read here. */
+static void pym_heap_free_blocks(pym_heap_t *heap, void **blocks, unsigned count)
 {
     pym_heap_t *chain_owner = NULL;
     pym_block_t *chain_head = NULL, *chain_tail = NULL;
     for (unsigned i = 0; i < count; i++) {
         pym_block_t *block = blocks[i];
-        pym_pool_t *pool = pym_pool_of_class(block, size_class);
-        pym_heap_t *owner = __atomic_load_n(&pool->owner, __ATOMIC_ACQUIRE);
+        uintptr_t entry = pym_chunkmap_lookup((uintptr_t)block);
+        uint32_t offset;
+        pym_heap_t *owner = __atomic_load_n(&pym_pool_info_of((uintptr_t)block, entry, &offset)->owner,
+                                            __ATOMIC_ACQUIRE);
         if (owner == heap && heap != NULL) {
-            pym_pool_free_block(heap, pool, block);
+            pym_pool_free_block(heap, pym_pool_of((uintptr_t)block, entry), block);
             continue;
         }
         if (owner != chain_owner || chain_head == NULL) {
@@ -529,7 +525,7 @@ static void pym_cache_flush(pym_heap_t *heap, unsigned size_class, unsigned coun
     unsigned held = (unsigned)(bin->cursor - bin->base);
     if (count > held)
         count = held;
-    pym_heap_free_blocks(heap, size_class, bin->base, count);
+    pym_heap_free_blocks(heap, bin->base, count);
     memmove(bin->base, bin->base + count, (held - count) * sizeof(void *));
     pym_bin_set_cursor(bin, bin->cursor - count);
 }
@@ -563,7 +559,7 @@ void pym_heap_free_slow(void *ptr, unsigned size_class)
             return;
         }
     }
-    pym_heap_free_blocks(heap, size_class, &ptr, 1); /* no cache */
+    pym_heap_free_blocks(heap, &ptr, 1); /* no cache */
 }
 
 void pym_flush_thread_cache(void)
@@ -667,7 +663,7 @@ static void pym_pool_verify(pym_pool_t *pool, pym_heap_t *heap)
     const pym_class_t *cls = &pym_classes[pool->size_class];
     char *first = pym_pool_first_block(pool);
     const pym_pool_info_t *info = pym_pool_info(pool);
-    PYM_ASSERT(pool->owner == heap);
+    PYM_ASSERT(pym_pool_owner(pool) == heap);
     PYM_ASSERT(info->carved <= cls->capacity && info->size_class == pool->size_class);
     PYM_ASSERT(info->odd_inverse == cls->odd_inverse && info->rotate == cls->rotate);
     char *bump = first + (size_t)info->carved * cls->block_size;

@@ -147,7 +147,17 @@ PYM_INTERNAL extern pym_class_t pym_classes[PYM_CLASS_COUNT];
 PYM_INTERNAL extern uint8_t pym_small_class_of[PYM_SMALL_CLASSES + 1];
 
 PYM_INTERNAL void pym_classes_init(unsigned alignment);
-PYM_INTERNAL unsigned pym_medium_class_of(size_t size);
+
+/* Class of a request of PYM_SMALL_MAX < size <= PYM_MEDIUM_MAX bytes: the
+ * position of the top bit of size - 1 gives the doubling, the two bits
+ * below it the step. */
+static PYM_ALWAYS_INLINE unsigned pym_medium_class_of(size_t size)
+{
+    size_t last = size - 1;
+    unsigned top_bit = 63u - (unsigned)__builtin_clzl(last);             /* >= 9 */
+    unsigned step = (unsigned)(last >> (top_bit - 2)) - PYM_MEDIUM_STEPS; /* 0..3 */
+    return PYM_SMALL_CLASSES + (top_bit - 9) * PYM_MEDIUM_STEPS + step;
+}
 
 /* offset / block size when `offset` is a multiple of the block size (whose
  * odd part has inverse `odd_inverse` mod 2^32 and whose power of two is
@@ -169,12 +179,12 @@ enum pym_pool_state {
 };
 
 /* Pool header: at the start of each small pool, inside the chunk descriptor
- * for a medium span.  Fields other than `owner` belong to the owning thread
- * (or to the arena lock when the pool is abandoned or unused).  A block
- * "used" by the pool is out of it: with a program or in a thread cache. */
+ * for a medium span.  Its fields belong to the owning thread (or to the
+ * arena lock when the pool is abandoned or unused); other threads never read
+ * it, so its cache line stays with the owner.  A block "used" by the pool is
+ * out of it: with a program or in a thread cache. */
 struct pym_pool {
     pym_block_t *free;           /* next free block to hand out, NULL if none */
-    pym_heap_t *owner;           /* owning heap (atomic); NULL when abandoned or unused */
     uint32_t used;               /* blocks out of the pool (handed out or cached by a thread) */
     uint8_t size_class;          /* index into pym_classes (copy of the directory's) */
     uint8_t state;               /* enum pym_pool_state */
@@ -183,20 +193,22 @@ struct pym_pool {
     pym_pool_t *next;            /* link in whichever list holds the pool */
     pym_pool_t *prev;
     pym_arena_t *arena;          /* descriptor of the chunk holding the pool */
-    char padding[16];            /* the header is one cache line */
+    char padding[24];            /* the header is one cache line */
 };
 _Static_assert(sizeof(pym_pool_t) == PYM_POOL_HEADER_SIZE, "the pool header is one cache line");
 
-/* A pool's entry in its chunk's directory: everything free() reads.  Written
- * by the pool's owner (`carved` as it carves, the rest when the pool takes a
- * class), read by any thread. */
+/* A pool's entry in its chunk's directory: everything a thread other than
+ * the owner reads -- free() and cache flushes -- in dense, read-mostly
+ * memory.  Written by the pool's owner (`carved` now and then as it carves,
+ * the rest when the pool changes class or hands), read by any thread. */
 typedef struct pym_pool_info {
     uint32_t odd_inverse;        /* divisibility test of the block size (pym_block_index) */
     uint16_t carved;             /* blocks handed out at least once (atomic); 0 while not in use */
     uint8_t rotate;              /* trailing zero bits of the block size */
     uint8_t size_class;          /* class the pool serves */
+    pym_heap_t *owner;           /* owning heap (atomic); NULL when abandoned or unused */
 } pym_pool_info_t;
-_Static_assert(sizeof(pym_pool_info_t) == 8, "the pool directory packs 8 pools per cache line");
+_Static_assert(sizeof(pym_pool_info_t) == 16, "the pool directory packs 4 pools per cache line");
 
 static inline char *pym_pool_first_block(const pym_pool_t *pool);
 
@@ -260,6 +272,17 @@ static inline pym_pool_info_t *pym_pool_info(const pym_pool_t *pool)
     return &pool->arena->pools[pool->index];
 }
 
+/* The pool's owning heap, NULL when abandoned or unused. */
+static inline pym_heap_t *pym_pool_owner(const pym_pool_t *pool)
+{
+    return __atomic_load_n(&pym_pool_info(pool)->owner, __ATOMIC_ACQUIRE);
+}
+
+static inline void pym_pool_set_owner(const pym_pool_t *pool, pym_heap_t *owner)
+{
+    __atomic_store_n(&pym_pool_info(pool)->owner, owner, __ATOMIC_RELEASE);
+}
+
 /* Blocks the pool has handed out at least once (its bump offset in blocks). */
 static inline uint32_t pym_pool_carved(const pym_pool_t *pool)
 {
@@ -295,6 +318,7 @@ enum pym_large_state {
 struct pym_large {
     uintptr_t base;              /* mapping address == the user's pointer */
     size_t size;                 /* bytes mapped (page multiple) */
+    size_t requested;            /* bytes the program last asked for (malloc or realloc) */
     pym_large_t *next;           /* cache list, most recently freed first */
     pym_large_t *prev;
     uint64_t cached_at_ms;       /* when it entered the cache (monotonic milliseconds) */
@@ -372,7 +396,6 @@ PYM_INTERNAL size_t pym_heap_live_count(void);
 /* ---- allocation paths (alloc.c) ----------------------------------------- */
 PYM_INTERNAL void *pym_malloc_generic(size_t size);
 PYM_INTERNAL void pym_free_generic(void *ptr, uintptr_t entry);
-PYM_INTERNAL void *pym_malloc_medium(size_t size);
 PYM_INTERNAL void *pym_aligned_generic(size_t alignment, size_t size);
 /* Validate `ptr`, in a chunk of kind SMALL or MEDIUM with chunk-map entry
  * `entry`, as a live block; reports what is wrong and aborts when it is not. */

@@ -21,6 +21,8 @@
  * realloc of a large block to another large size never copies: shrinking
  * and growing in place use mremap, and when the neighbouring address space
  * is taken the pages move with mremap(MREMAP_FIXED) to an aligned region.
+ * Growth is at least geometric (+25%), so repeated small appends remap
+ * O(log n) times.
  *
  * The cache and counters are guarded by pym_large_lock; system calls are
  * made outside it.
@@ -104,6 +106,27 @@ static pym_large_t *pym_large_cache_trim_locked(uint64_t now_ms)
     return victims;
 }
 
+/* The smallest cached mapping of `min_size` to `max_size` bytes, taken out
+ * of the cache and counted live; NULL when there is none.  Trims the cache
+ * (pym_large_cache_trim_locked) on the way. */
+static pym_large_t *pym_large_cache_take(size_t min_size, size_t max_size)
+{
+    pym_large_t *best = NULL;
+    pthread_mutex_lock(&pym_large_lock);
+    pym_large_t *victims = pym_large_cache_head ? pym_large_cache_trim_locked(pym_now_ms()) : NULL;
+    for (pym_large_t *large = pym_large_cache_head; large != NULL; large = large->next)
+        if (large->size >= min_size && large->size <= max_size && (best == NULL || large->size < best->size))
+            best = large;
+    if (best != NULL) {
+        pym_large_cache_unlink_locked(best);
+        best->state = PYM_LARGE_LIVE;
+        pym_large_count_live_locked(best->size);
+    }
+    pthread_mutex_unlock(&pym_large_lock);
+    pym_large_unmap_list(victims);
+    return best;
+}
+
 void *pym_large_alloc(size_t size, size_t alignment, bool zero)
 {
     size_t page = pym_os_page_size();
@@ -116,24 +139,12 @@ void *pym_large_alloc(size_t size, size_t alignment, bool zero)
         alignment = PYM_CHUNK_SIZE;
 
     if (map_size < PYM_DIRECT_THRESHOLD && alignment == PYM_CHUNK_SIZE) {
-        pym_large_t *best = NULL;
-        pthread_mutex_lock(&pym_large_lock);
-        pym_large_t *victims = pym_large_cache_head ? pym_large_cache_trim_locked(pym_now_ms()) : NULL;
-        for (pym_large_t *large = pym_large_cache_head; large != NULL; large = large->next)
-            if (large->size >= map_size && large->size <= map_size + map_size / 4
-                && (best == NULL || large->size < best->size))
-                best = large;
-        if (best != NULL) {
-            pym_large_cache_unlink_locked(best);
-            best->state = PYM_LARGE_LIVE;
-            pym_large_count_live_locked(best->size);
-        }
-        pthread_mutex_unlock(&pym_large_lock);
-        pym_large_unmap_list(victims);
-        if (best != NULL) {
+        pym_large_t *reused = pym_large_cache_take(map_size, map_size + map_size / 4);
+        if (reused != NULL) {
+            reused->requested = size;
             if (zero)
-                memset((void *)best->base, 0, size);
-            return (void *)best->base;
+                memset((void *)reused->base, 0, size);
+            return (void *)reused->base;
         }
     }
 
@@ -148,6 +159,7 @@ void *pym_large_alloc(size_t size, size_t alignment, bool zero)
     }
     large->base = (uintptr_t)base;
     large->size = map_size;
+    large->requested = size;
     large->state = PYM_LARGE_LIVE;
     if (!pym_chunkmap_set(large->base, map_size, (uintptr_t)large | PYM_CHUNK_LARGE)) {
         pym_large_unmap(large);
@@ -207,8 +219,12 @@ void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
         pym_fatal("pymalloc: realloc(): invalid pointer %p: not a live large block", ptr);
     size_t page = pym_os_page_size();
     size_t old_size = large->size;
-    if (size <= old_size && size > old_size / 2)
-        return ptr; /* fits, and not worth moving */
+    /* Shrink only when the program asks for less than half of what it
+     * asked for before: a block growing inside a roomy mapping stays. */
+    if (size <= old_size && (size > large->requested / 2 || size > old_size / 2)) {
+        large->requested = size;
+        return ptr;
+    }
     if (size <= PYM_MEDIUM_MAX) {
         void *moved = pym_malloc(size);
         if (moved == NULL)
@@ -222,6 +238,15 @@ void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
         return NULL;
     }
     size_t new_size = pym_align_up(size, page);
+    if (new_size > old_size) {
+        /* Grow by at least a quarter: a string or vector growing a few bytes
+         * at a time then costs O(log n) remaps instead of one per page.  The
+         * slack is address space only; its pages are faulted in, like any
+         * mapping's, when first written. */
+        size_t geometric = pym_align_up(old_size + old_size / 4, page);
+        if (new_size < geometric && geometric <= PTRDIFF_MAX - PYM_CHUNK_SIZE)
+            new_size = geometric;
+    }
     uintptr_t old_base = large->base;
     uintptr_t new_base = old_base;
     if (new_size < old_size) {
@@ -230,7 +255,22 @@ void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
         if (keep_end < old_base + old_size)
             pym_chunkmap_clear(keep_end, old_base + old_size - keep_end);
         pym_os_remap_in_place(ptr, old_size, new_size); /* shrinking in place cannot fail */
-    } else if (!pym_os_remap_in_place(ptr, old_size, new_size)) {
+    } else if (new_size <= PYM_DIRECT_THRESHOLD) {
+        /* A cached mapping with room to spare has its pages in memory
+         * already: moving there costs a copy of the old block instead of
+         * faulting in every page of the growth (the repeated `s += x` that
+         * builds a big string again and again).  At most 64 times the need:
+         * a growing block may take over a big resident mapping, but not an
+         * arbitrarily big one. */
+        pym_large_t *roomy = pym_large_cache_take(new_size, new_size * 64);
+        if (roomy != NULL) {
+            roomy->requested = size;
+            memcpy((void *)roomy->base, ptr, old_size);
+            pym_large_free(large, ptr);
+            return (void *)roomy->base;
+        }
+    }
+    if (new_size > old_size && !pym_os_remap_in_place(ptr, old_size, new_size)) {
         void *moved = pym_os_remap_aligned(ptr, old_size, new_size, PYM_CHUNK_SIZE);
         if (moved == NULL)
             return NULL; /* errno is ENOMEM; the block is untouched */
@@ -243,6 +283,7 @@ void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
     pthread_mutex_lock(&pym_large_lock);
     large->base = new_base;
     large->size = new_size;
+    large->requested = size;
     pym_large_live_bytes = pym_large_live_bytes - old_size + new_size;
     if (pym_large_live_bytes > pym_large_peak_bytes)
         pym_large_peak_bytes = pym_large_live_bytes;

@@ -70,15 +70,6 @@ void pym_classes_init(unsigned alignment)
     }
 }
 
-/* Class of a request of PYM_SMALL_MAX < size <= PYM_MEDIUM_MAX bytes. */
-unsigned pym_medium_class_of(size_t size)
-{
-    size_t last = size - 1;
-    unsigned top_bit = 63u - (unsigned)__builtin_clzl(last);         /* >= 9 */
-    unsigned step = (unsigned)(last >> (top_bit - 2)) - PYM_MEDIUM_STEPS; /* 0..3 */
-    return PYM_SMALL_CLASSES + (top_bit - 9) * PYM_MEDIUM_STEPS + step;
-}
-
 void pym_pool_init(pym_pool_t *pool, unsigned size_class, pym_heap_t *owner)
 {
     const pym_class_t *cls = &pym_classes[size_class];
@@ -92,7 +83,7 @@ void pym_pool_init(pym_pool_t *pool, unsigned size_class, pym_heap_t *owner)
     __atomic_store_n(&info->carved, 0, __ATOMIC_RELAXED);
     pool->next = pool->prev = NULL;
     __atomic_store_n(&pool->state, PYM_POOL_USED, __ATOMIC_RELAXED);
-    __atomic_store_n(&pool->owner, owner, __ATOMIC_RELEASE);
+    pym_pool_set_owner(pool, owner);
 }
 
 int pym_size_class(size_t size)

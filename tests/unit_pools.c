@@ -92,7 +92,7 @@ static void check_heap_comes_alive(void)
     CHECK(after.heaps_live == 1, "one heap live after the first malloc (%zu)", after.heaps_live);
     pym_pool_t *pool = pool_of(block);
     REQUIRE(pool != NULL);
-    CHECK(pool->owner == pym_tls_heap, "the block's pool is owned by the thread's heap");
+    CHECK(pym_pool_owner(pool) == pym_tls_heap, "the block's pool is owned by the thread's heap");
     CHECK(pym_tls_heap->pools[pool->size_class] == pool, "and is the head of the class list");
     pym_free(block);
     CHECK(pym_tls_heap->state == PYM_HEAP_LIVE, "the heap stays live after free");
@@ -268,7 +268,7 @@ static void check_pool_count(size_t size, size_t count)
         blocks[i] = pym_malloc(size);
         REQUIRE(blocks[i] != NULL);
         pym_pool_t *pool = pool_of(blocks[i]);
-        if (pool == NULL || pool->size_class != size_class || pool->owner != pym_tls_heap
+        if (pool == NULL || pool->size_class != size_class || pym_pool_owner(pool) != pym_tls_heap
             || (pool->state != PYM_POOL_USED && pool->state != PYM_POOL_FULL)) {
             bad_headers++;
             continue;
@@ -336,7 +336,7 @@ static void check_full_pool_returns_to_used(void)
     CHECK(first_pool->state == PYM_POOL_FULL, "exhausted pool state %u, expected FULL", first_pool->state);
     CHECK(!pool_in_list(heap->pools[size_class], first_pool), "the exhausted pool is not on the class list");
     CHECK(first_pool->next == NULL && first_pool->prev == NULL, "and is linked to nothing");
-    CHECK(first_pool->owner == heap, "it still belongs to the heap");
+    CHECK(pym_pool_owner(first_pool) == heap, "it still belongs to the heap");
     CHECK(second_pool->state == PYM_POOL_USED, "the new pool is USED");
     CHECK(heap->pools[size_class] == second_pool, "the new pool heads the class list");
 
