@@ -83,7 +83,7 @@
 #define PYM_CHUNK_CACHE_MAX      4        /* empty chunks kept mapped (1 MiB) against map/unmap loops */
 #define PYM_LARGE_CACHE_SLOTS    16       /* freed large mappings kept for reuse */
 #define PYM_LARGE_CACHE_BYTES    (64 * PYM_MiB) /* and at most this many bytes of them */
-#define PYM_LARGE_CACHE_DECAY_MS 1000     /* a cached mapping unused this long is unmapped at the next large op */
+#define PYM_LARGE_CACHE_DECAY_MS 1000     /* a cached mapping unused this long is unmapped at the next large free */
 #define PYM_ADDRESS_BITS         48       /* user address space covered by the chunk map */
 #define PYM_CHUNKMAP_LEAF_BITS   15       /* chunk-map entries per leaf: 2^15 (8 GiB of address space) */
 #define PYM_META_REGION_SIZE     (256 * PYM_KiB) /* metadata is carved from mappings of this size */

@@ -12,8 +12,8 @@
  *       most 25% larger) takes it back: a steady malloc/free loop makes no
  *       system call and faults no page in again.  The oldest entries are
  *       unmapped when the cache is full, and entries unused for
- *       PYM_LARGE_CACHE_DECAY_MS are unmapped at the next large-block
- *       operation, so a burst of big buffers does not stay resident.
+ *       PYM_LARGE_CACHE_DECAY_MS are unmapped at the next free of a large
+ *       block, so a burst of big buffers does not stay resident.
  *       (glibc gets the same effect from its dynamic mmap threshold, which
  *       rises up to 32 MiB; jemalloc keeps freed extents and purges them
  *       after a decay time.)
@@ -107,13 +107,12 @@ static pym_large_t *pym_large_cache_trim_locked(uint64_t now_ms)
 }
 
 /* The smallest cached mapping of `min_size` to `max_size` bytes, taken out
- * of the cache and counted live; NULL when there is none.  Trims the cache
- * (pym_large_cache_trim_locked) on the way. */
+ * of the cache and counted live; NULL when there is none.  (Decay is
+ * applied by frees, which read the clock anyway.) */
 static pym_large_t *pym_large_cache_take(size_t min_size, size_t max_size)
 {
     pym_large_t *best = NULL;
     pthread_mutex_lock(&pym_large_lock);
-    pym_large_t *victims = pym_large_cache_head ? pym_large_cache_trim_locked(pym_now_ms()) : NULL;
     for (pym_large_t *large = pym_large_cache_head; large != NULL; large = large->next)
         if (large->size >= min_size && large->size <= max_size && (best == NULL || large->size < best->size))
             best = large;
@@ -123,7 +122,6 @@ static pym_large_t *pym_large_cache_take(size_t min_size, size_t max_size)
         pym_large_count_live_locked(best->size);
     }
     pthread_mutex_unlock(&pym_large_lock);
-    pym_large_unmap_list(victims);
     return best;
 }
 
