@@ -474,6 +474,24 @@ void bench_cross_thread(bench_run *run)
 
 enum { PARALLEL_OPS_PER_THREAD = 1000000, PARALLEL_OPS_PER_THREAD_QUICK = 50000, PARALLEL_WINDOW = 64 };
 
+/* A thread's private work: `operations` times, replace a random block of a
+ * window of `size` (<= 64) blocks of 16..512 bytes; all freed at the end. */
+static void churn_private_window(size_t size, uint64_t operations, uint64_t *random_state)
+{
+    void *window[64];
+    if (size > 64)
+        size = 64;
+    for (size_t i = 0; i < size; i++)
+        window[i] = new_block(bench_random_between(random_state, 16, 512));
+    for (uint64_t n = 0; n < operations; n++) {
+        size_t slot = bench_random(random_state) % size;
+        free(window[slot]);
+        window[slot] = new_block(bench_random_between(random_state, 16, 512));
+    }
+    for (size_t i = 0; i < size; i++)
+        free(window[i]);
+}
+
 typedef struct parallel_worker {
     uint64_t operations;
     uint64_t random_seed;
@@ -483,16 +501,7 @@ static void *parallel_worker_main(void *argument)
 {
     parallel_worker *worker = argument;
     uint64_t random_state = worker->random_seed;
-    void *window[PARALLEL_WINDOW];
-    for (size_t i = 0; i < PARALLEL_WINDOW; i++)
-        window[i] = new_block(bench_random_between(&random_state, 16, 512));
-    for (uint64_t n = 0; n < worker->operations; n++) {
-        size_t slot = bench_random(&random_state) % PARALLEL_WINDOW;
-        free(window[slot]);
-        window[slot] = new_block(bench_random_between(&random_state, 16, 512));
-    }
-    for (size_t i = 0; i < PARALLEL_WINDOW; i++)
-        free(window[i]);
+    churn_private_window(PARALLEL_WINDOW, worker->operations, &random_state);
     return NULL;
 }
 
@@ -543,16 +552,7 @@ static void *short_thread_main(void *argument)
 {
     short_thread_job *job = argument;
     uint64_t random_state = job->random_seed;
-    void *window[SHORT_THREAD_WINDOW];
-    for (size_t i = 0; i < SHORT_THREAD_WINDOW; i++)
-        window[i] = new_block(bench_random_between(&random_state, 16, 512));
-    for (size_t n = 0; n < SHORT_THREAD_OPERATIONS; n++) {
-        size_t slot = bench_random(&random_state) % SHORT_THREAD_WINDOW;
-        free(window[slot]);
-        window[slot] = new_block(bench_random_between(&random_state, 16, 512));
-    }
-    for (size_t i = 0; i < SHORT_THREAD_WINDOW; i++)
-        free(window[i]);
+    churn_private_window(SHORT_THREAD_WINDOW, SHORT_THREAD_OPERATIONS, &random_state);
     for (size_t i = 0; i < SHORT_THREAD_FROM_PARENT; i++)
         free(job->from_parent[i]);
     for (size_t i = 0; i < SHORT_THREAD_TO_PARENT; i++)

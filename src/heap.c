@@ -215,6 +215,19 @@ static bool pym_heap_free_shared(pym_pool_t *pool, pym_block_t *block)
     return owned;
 }
 
+/* Push the chain head..tail onto the remote list of `owner` with one CAS;
+ * false when the list is closed (the owner has exited). */
+static bool pym_remote_push(pym_heap_t *owner, pym_block_t *head, pym_block_t *tail)
+{
+    pym_block_t *remote = __atomic_load_n(&owner->remote, __ATOMIC_RELAXED);
+    while (remote != PYM_REMOTE_CLOSED) {
+        tail->next = remote;
+        if (__atomic_compare_exchange_n(&owner->remote, &remote, head, true, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+            return true;
+    }
+    return false;
+}
+
 void pym_heap_free_remote(pym_pool_t *pool, pym_block_t *block)
 {
     for (;;) {
@@ -232,13 +245,8 @@ void pym_heap_free_remote(pym_pool_t *pool, pym_block_t *block)
                 return;
             continue;
         }
-        pym_block_t *head = __atomic_load_n(&owner->remote, __ATOMIC_RELAXED);
-        while (head != PYM_REMOTE_CLOSED) {
-            block->next = head;
-            if (__atomic_compare_exchange_n(&owner->remote, &head, block, true, __ATOMIC_RELEASE,
-                                            __ATOMIC_RELAXED))
-                return;
-        }
+        if (pym_remote_push(owner, block, block))
+            return;
         /* The owner has exited: an orphan free. */
         pym_heap_free_orphan(pool, block, owner);
         return;
@@ -470,15 +478,8 @@ static void pym_heap_push_chain(pym_heap_t *owner, pym_block_t *head, pym_block_
 {
     if (head == NULL)
         return;
-    if (owner != NULL && owner != &pym_shared_heap) {
-        pym_block_t *remote = __atomic_load_n(&owner->remote, __ATOMIC_RELAXED);
-        while (remote != PYM_REMOTE_CLOSED) {
-            tail->next = remote;
-            if (__atomic_compare_exchange_n(&owner->remote, &remote, head, true, __ATOMIC_RELEASE,
-                                            __ATOMIC_RELAXED))
-                return;
-        }
-    }
+    if (owner != NULL && owner != &pym_shared_heap && pym_remote_push(owner, head, tail))
+        return;
     tail->next = NULL;
     while (head != NULL) {
         pym_block_t *next = head->next;
