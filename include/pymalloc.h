@@ -61,6 +61,12 @@ PYM_API int pym_owns(const void *ptr);
  * flush their caches when they exit; malloc_trim flushes the caller's. */
 PYM_API void pym_flush_thread_cache(void);
 
+/* Give free memory back to the OS now (malloc_trim calls this): the calling
+ * thread's cache and empty pools, the empty arenas and large mappings kept
+ * for reuse, and the pages of free pools inside arenas still in use.
+ * Returns 1 when some memory was released, 0 otherwise. */
+PYM_API int pym_trim(void);
+
 /* ---- statistics ------------------------------------------------------- */
 #define PYM_STATS_CLASSES 96          /* 64 small classes + 32 medium classes */
 #define PYM_STATS_SMALL_CLASSES 64

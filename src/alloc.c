@@ -317,6 +317,17 @@ size_t pym_usable_size(const void *ptr)
     }
 }
 
+int pym_trim(void)
+{
+    pym_ensure_init();
+    pym_heap_trim(pym_tls_heap);
+    pthread_mutex_lock(&pym_arena_lock);
+    size_t released = pym_arena_trim_locked();
+    pthread_mutex_unlock(&pym_arena_lock);
+    released += pym_large_trim();
+    return released != 0;
+}
+
 int pym_owns(const void *ptr)
 {
     return ptr != NULL && pym_usable_size(ptr) != 0;

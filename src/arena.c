@@ -19,7 +19,8 @@
  * released: up to PYM_CHUNK_CACHE_MAX empty chunks stay mapped, so a program
  * allocating and freeing around an arena boundary does not map and unmap in
  * a loop; beyond that the chunk is unmapped.  Pools of a chunk that stays in
- * use keep their pages (like CPython); only whole chunks are returned.
+ * use keep their pages (like CPython) until pym_trim (malloc_trim) gives the
+ * pages of its free pools back with madvise.
  *
  * Abandoned pools: when a thread exits, each of its pools that still holds
  * live blocks loses its owner and waits here, in a list per class.  A thread
@@ -150,6 +151,7 @@ pym_pool_t *pym_arena_take_pools_locked(unsigned want, unsigned *got)
         while (arena->free_pools > 0 && *got < want) {
             unsigned index = (unsigned)__builtin_ctzll(arena->free_mask);
             arena->free_mask &= arena->free_mask - 1;
+            arena->dirty_mask &= ~((uint64_t)1 << index); /* in use again: its pages are wanted */
             arena->free_pools--;
             pym_pool_t *pool = (pym_pool_t *)(arena->base + (uintptr_t)index * PYM_POOL_SIZE);
             pool->arena = arena;
@@ -192,6 +194,7 @@ void pym_arena_release_pool_locked(pym_pool_t *pool)
     if (arena->free_pools > 0)
         pym_bucket_remove(arena);
     arena->free_mask |= (uint64_t)1 << pool->index;
+    arena->dirty_mask |= (uint64_t)1 << pool->index;
     arena->free_pools++;
     if (arena->free_pools == PYM_POOLS_PER_ARENA)
         pym_chunk_release(arena);
@@ -229,6 +232,40 @@ pym_pool_t *pym_arena_adopt_pool_locked(unsigned size_class)
     if (pool != NULL)
         pym_arena_unlink_abandoned_locked(pool);
     return pool;
+}
+
+/* ---- giving memory back ------------------------------------------------------- */
+size_t pym_arena_trim_locked(void)
+{
+    size_t released = 0;
+    while (pym_chunk_cache != NULL) {
+        pym_arena_t *arena = pym_chunk_cache;
+        pym_chunk_cache = arena->next;
+        pym_chunk_cache_count--;
+        pym_os_unmap((void *)arena->base, PYM_CHUNK_SIZE);
+        pym_meta_free(arena, sizeof(pym_arena_t));
+        pym_chunks_returned++;
+        released += PYM_CHUNK_SIZE;
+    }
+    /* Free pools of arenas in use: runs of pools that are free and may hold
+     * pages go back with one madvise each; they read as zeros (unused pool
+     * headers) when handed out again. */
+    for (pym_arena_t *arena = pym_all_chunks; arena != NULL; arena = arena->all_next) {
+        if (arena->kind != PYM_CHUNK_SMALL)
+            continue;
+        uint64_t purge = arena->free_mask & arena->dirty_mask;
+        while (purge != 0) {
+            unsigned first = (unsigned)__builtin_ctzll(purge);
+            uint64_t run = purge >> first;
+            unsigned length = run == ~(uint64_t)0 ? 64 : (unsigned)__builtin_ctzll(~run);
+            pym_os_decommit((void *)(arena->base + (uintptr_t)first * PYM_POOL_SIZE), (size_t)length * PYM_POOL_SIZE);
+            released += (size_t)length * PYM_POOL_SIZE;
+            uint64_t run_mask = length == 64 ? ~(uint64_t)0 : (((uint64_t)1 << length) - 1) << first;
+            purge &= ~run_mask;
+            arena->dirty_mask &= ~run_mask;
+        }
+    }
+    return released;
 }
 
 /* ---- statistics and fork ------------------------------------------------------ */

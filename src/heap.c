@@ -25,7 +25,7 @@
  * moves touch only the pool itself and the pool at the list head: a full
  * list would make every move write two random pool headers.  Emptied small
  * pools wait in a small per-heap cache before going back to their arena,
- * except the last pool of a class, which stays put.
+ * except the last pool of a small class, which stays put.
  *
  * Blocks of other threads' pools.  Only a pool's owner touches its free list
  * and used count.  A flush sends a block whose pool belongs to another heap
@@ -151,8 +151,10 @@ void pym_heap_free_local_slow(pym_heap_t *heap, pym_pool_t *pool)
         pym_class_list_push(heap, pool);
     if (pool->used != 0)
         return;
-    /* Empty: keep the class's last pool, release the others. */
-    if (heap->pools[pool->size_class] == pool && pool->next == NULL)
+    /* Empty: a small class keeps its last pool (4 KiB), so that a program
+     * allocating and freeing a batch of one size does not take a pool from
+     * its arena again and again; a medium span (256 KiB) always goes back. */
+    if (pool->size_class < PYM_SMALL_CLASSES && heap->pools[pool->size_class] == pool && pool->next == NULL)
         return;
     pym_class_list_remove(heap, pool);
     if (pool->size_class < PYM_SMALL_CLASSES) {
@@ -570,6 +572,23 @@ void pym_heap_free_slow(void *ptr, unsigned size_class)
 void pym_flush_thread_cache(void)
 {
     pym_heap_flush_cache(pym_tls_heap);
+}
+
+void pym_heap_trim(pym_heap_t *heap)
+{
+    if (heap->state != PYM_HEAP_LIVE)
+        return;
+    pym_heap_flush_cache(heap);
+    if (__atomic_load_n(&heap->remote, __ATOMIC_RELAXED) != NULL)
+        pym_heap_collect_remote(heap);
+    pthread_mutex_lock(&pym_arena_lock);
+    while (heap->empty != NULL) {
+        pym_pool_t *pool = heap->empty;
+        heap->empty = pool->next;
+        heap->empty_count--;
+        pym_arena_release_pool_locked(pool);
+    }
+    pthread_mutex_unlock(&pym_arena_lock);
 }
 
 /* ---- thread exit ------------------------------------------------------------------ */

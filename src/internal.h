@@ -256,6 +256,7 @@ PYM_INTERNAL void pym_chunkmap_clear_if(uintptr_t base, size_t size, uintptr_t e
 struct pym_arena {
     uintptr_t base;              /* chunk address, 256 KiB aligned */
     uint64_t free_mask;          /* small: bit i set when pool i is in no heap */
+    uint64_t dirty_mask;         /* small: bit i set when free pool i may still hold pages */
     uint32_t free_pools;         /* small: number of bits set in free_mask */
     uint8_t kind;                /* PYM_CHUNK_SMALL or PYM_CHUNK_MEDIUM */
     pym_arena_t *next;           /* usable-arena bucket list (small arenas with free pools) */
@@ -303,6 +304,9 @@ PYM_INTERNAL pym_pool_t *pym_arena_take_span_locked(unsigned size_class);
 PYM_INTERNAL void pym_arena_abandon_pool_locked(pym_pool_t *pool);
 PYM_INTERNAL pym_pool_t *pym_arena_adopt_pool_locked(unsigned size_class);
 PYM_INTERNAL void pym_arena_unlink_abandoned_locked(pym_pool_t *pool);
+/* Under pym_arena_lock: unmap the cached empty chunks and give back the
+ * pages of free pools in arenas still in use; returns the bytes released. */
+PYM_INTERNAL size_t pym_arena_trim_locked(void);
 /* Visit every chunk in use (statistics); caller holds pym_arena_lock. */
 PYM_INTERNAL pym_arena_t *pym_arena_first_locked(void);
 PYM_INTERNAL void pym_arena_counters_locked(pym_stats_t *out);
@@ -329,6 +333,8 @@ PYM_INTERNAL void *pym_large_alloc(size_t size, size_t alignment, bool zero);
 PYM_INTERNAL void pym_large_free(pym_large_t *large, void *ptr);
 PYM_INTERNAL void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size);
 PYM_INTERNAL void pym_large_counters_locked(pym_stats_t *out);
+/* Unmap every cached large mapping; returns the bytes released. */
+PYM_INTERNAL size_t pym_large_trim(void);
 
 /* ---- thread heaps (heap.c) ---------------------------------------------- */
 #define PYM_REMOTE_CLOSED ((pym_block_t *)1) /* remote list of a heap being retired */
@@ -385,6 +391,8 @@ PYM_INTERNAL void pym_heap_free_local_slow(pym_heap_t *heap, pym_pool_t *pool);
 PYM_INTERNAL void pym_heap_free_remote(pym_pool_t *pool, pym_block_t *block);
 /* Return every block of the calling thread's cache to its pool. */
 PYM_INTERNAL void pym_heap_flush_cache(pym_heap_t *heap);
+/* Flush the heap's cache and give its empty pools back to their arenas. */
+PYM_INTERNAL void pym_heap_trim(pym_heap_t *heap);
 /* Blocks held by all thread caches, per class (statistics; racy reads). */
 PYM_INTERNAL void pym_heap_cached_counts_locked(size_t counts[PYM_CLASS_COUNT]);
 PYM_INTERNAL void pym_heap_thread_exit(void *heap);
@@ -417,6 +425,23 @@ PYM_INTERNAL bool pym_os_remap_in_place(void *address, size_t old_size, size_t n
 PYM_INTERNAL void *pym_os_remap_aligned(void *address, size_t old_size, size_t new_size, size_t alignment);
 PYM_INTERNAL void pym_os_decommit(void *address, size_t size);
 PYM_INTERNAL size_t pym_os_page_size(void);
+#ifdef PYM_FAULT_INJECTION
+/* Test builds only (tests/faults/oom.c): make OS calls fail with ENOMEM.
+ * Of the calls whose operation is in `ops`, the next `skip` succeed and the
+ * `count` after them fail (count < 0: every one; ops or count 0: injection
+ * off).  Shrinking remaps and unmaps never fail. */
+enum {
+    PYM_OS_OP_MAP = 1,           /* pym_os_map: chunk-map leaves, metadata regions, thread heaps */
+    PYM_OS_OP_MAP_ALIGNED = 2,   /* pym_os_map_aligned: arenas, spans, large blocks, remap targets */
+    PYM_OS_OP_REMAP_GROW = 4,    /* pym_os_remap_in_place growing a large block */
+    PYM_OS_OP_REMAP_MOVE = 8,    /* pym_os_remap_aligned moving a large block */
+    PYM_OS_OP_ALL = 15,
+};
+PYM_INTERNAL void pym_os_inject_failures(unsigned ops, long skip, long count);
+/* Calls of the operations in `ops` seen so far (injected or not), and
+ * failures injected; either pointer may be NULL. */
+PYM_INTERNAL void pym_os_inject_counters(unsigned ops, unsigned long *seen, unsigned long *failed);
+#endif
 
 /* ---- metadata (meta.c) -------------------------------------------------- */
 /* Zeroed, 64-byte aligned memory for chunk and large descriptors; never from pools. */

@@ -289,6 +289,24 @@ void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
     return (void *)new_base;
 }
 
+size_t pym_large_trim(void)
+{
+    pthread_mutex_lock(&pym_large_lock);
+    pym_large_t *victims = NULL;
+    size_t released = 0;
+    while (pym_large_cache_tail != NULL) {
+        pym_large_t *oldest = pym_large_cache_tail;
+        pym_large_cache_unlink_locked(oldest);
+        pym_chunkmap_clear(oldest->base, oldest->size);
+        released += oldest->size;
+        oldest->next = victims;
+        victims = oldest;
+    }
+    pthread_mutex_unlock(&pym_large_lock);
+    pym_large_unmap_list(victims);
+    return released;
+}
+
 void pym_large_counters_locked(pym_stats_t *out)
 {
     out->large_count = pym_large_live_count;

@@ -24,6 +24,69 @@
 
 static uintptr_t pym_os_hint; /* where the next aligned mapping is asked for (racy by design: only a hint) */
 
+#ifdef PYM_FAULT_INJECTION
+/* Out-of-memory injection, compiled only into test builds (tests/faults/oom.c).
+ * Of the calls whose operation is in the mask, the first `skip` go through,
+ * the `count` after them fail with ENOMEM without reaching the kernel
+ * (count < 0: all of them).  Counters under a mutex: test code only. */
+static pthread_mutex_t pym_inject_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned pym_inject_ops;
+static long pym_inject_skip, pym_inject_count;
+static unsigned long pym_inject_seen[4], pym_inject_failed; /* seen: per operation bit */
+
+void pym_os_inject_failures(unsigned ops, long skip, long count)
+{
+    pthread_mutex_lock(&pym_inject_lock);
+    pym_inject_ops = count == 0 ? 0 : ops;
+    pym_inject_skip = skip;
+    pym_inject_count = count;
+    pthread_mutex_unlock(&pym_inject_lock);
+}
+
+void pym_os_inject_counters(unsigned ops, unsigned long *seen, unsigned long *failed)
+{
+    pthread_mutex_lock(&pym_inject_lock);
+    if (seen != NULL) {
+        *seen = 0;
+        for (unsigned bit = 0; bit < 4; bit++)
+            if (ops & (1u << bit))
+                *seen += pym_inject_seen[bit];
+    }
+    if (failed != NULL)
+        *failed = pym_inject_failed;
+    pthread_mutex_unlock(&pym_inject_lock);
+}
+
+/* Whether this call of `op` must fail (then errno is ENOMEM). */
+static bool pym_os_injected(unsigned op)
+{
+    bool fail = false;
+    pthread_mutex_lock(&pym_inject_lock);
+    pym_inject_seen[__builtin_ctz(op)]++;
+    if (pym_inject_ops & op) {
+        if (pym_inject_skip > 0) {
+            pym_inject_skip--;
+        } else if (pym_inject_count != 0) {
+            fail = true;
+            pym_inject_failed++;
+            if (pym_inject_count > 0 && --pym_inject_count == 0)
+                pym_inject_ops = 0;
+        }
+    }
+    pthread_mutex_unlock(&pym_inject_lock);
+    if (fail)
+        errno = ENOMEM;
+    return fail;
+}
+#define PYM_OS_INJECT(op, failure) \
+    do {                             \
+        if (pym_os_injected(op))     \
+            return failure;          \
+    } while (0)
+#else
+#define PYM_OS_INJECT(op, failure) ((void)0)
+#endif
+
 size_t pym_os_page_size(void)
 {
     static size_t page_size;
@@ -36,6 +99,7 @@ size_t pym_os_page_size(void)
 
 void *pym_os_map(size_t size)
 {
+    PYM_OS_INJECT(PYM_OS_OP_MAP, NULL);
     void *address = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (address == MAP_FAILED) {
         errno = ENOMEM;
@@ -52,6 +116,7 @@ void pym_os_unmap(void *address, size_t size)
 
 void *pym_os_map_aligned(size_t size, size_t alignment)
 {
+    PYM_OS_INJECT(PYM_OS_OP_MAP_ALIGNED, NULL);
     uintptr_t hint = __atomic_load_n(&pym_os_hint, __ATOMIC_RELAXED);
     if (hint != 0 && (hint & (alignment - 1)) == 0) {
         void *address = mmap((void *)hint, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -89,6 +154,8 @@ bool pym_os_remap_in_place(void *address, size_t old_size, size_t new_size)
 {
     if (new_size == old_size)
         return true;
+    if (new_size > old_size) /* shrinking only trims a mapping: not a failure to model */
+        PYM_OS_INJECT(PYM_OS_OP_REMAP_GROW, false);
     return mremap(address, old_size, new_size, 0) != MAP_FAILED;
 }
 
@@ -97,6 +164,7 @@ bool pym_os_remap_in_place(void *address, size_t old_size, size_t new_size)
  * old mapping is then untouched. */
 void *pym_os_remap_aligned(void *address, size_t old_size, size_t new_size, size_t alignment)
 {
+    PYM_OS_INJECT(PYM_OS_OP_REMAP_MOVE, NULL);
     void *target = pym_os_map_aligned(new_size, alignment);
     if (target == NULL)
         return NULL;

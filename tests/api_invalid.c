@@ -459,7 +459,9 @@ static void body_recycled_chunk(void *unused)
         return;
     }
     /* Empty the chunk cache (spans of 128 KiB blocks take its chunks), so
-     * the span emptied below is cached, not unmapped. */
+     * the span emptied below is cached, not unmapped.  Flush the thread
+     * cache first: spans emptied by that flush go to the chunk cache too. */
+    pym_flush_thread_cache();
     enum { MAX_DRAIN = 64 };
     void *drain[MAX_DRAIN];
     int drained = 0;
