@@ -104,6 +104,8 @@ typedef struct pym_stats {
 PYM_API void pym_stats_get(pym_stats_t *out);
 /* Print the statistics table (the same one PYMALLOC_STATS=1 prints at exit). */
 PYM_API void pym_stats_print(FILE *stream);
+/* The same figures as one JSON object (stream NULL: stderr). */
+PYM_API void pym_stats_print_json(FILE *stream);
 
 /* Size class that serves a request of `size` bytes (0..95), or -1 when the
  * request is served from a large mapping.  Honours the alignment mode. */

@@ -16,7 +16,7 @@
  * first.
  *
  * A chunk whose last pool comes back (or a medium span that empties) is
- * released: up to PYM_CHUNK_CACHE_MAX empty chunks stay mapped, so a program
+ * released: up to PYMALLOC_ARENA_CACHE (4) empty chunks stay mapped, so a program
  * allocating and freeing around an arena boundary does not map and unmap in
  * a loop; beyond that the chunk is unmapped.  Pools of a chunk that stays in
  * use keep their pages (like CPython) until pym_trim (malloc_trim) gives the
@@ -120,7 +120,7 @@ static void pym_chunk_release(pym_arena_t *arena)
     if (arena->all_next)
         arena->all_next->all_prev = arena->all_prev;
     pym_chunks_now--;
-    if (pym_chunk_cache_count < PYM_CHUNK_CACHE_MAX) {
+    if (pym_chunk_cache_count < pym_options.arena_cache) {
         arena->next = pym_chunk_cache;
         pym_chunk_cache = arena;
         pym_chunk_cache_count++;

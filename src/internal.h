@@ -75,15 +75,15 @@
 #define PYM_MEDIUM_STEPS         4        /* medium classes per doubling of size */
 #define PYM_MEDIUM_CLASSES       32       /* 640 B .. 128 KiB */
 #define PYM_CLASS_COUNT          (PYM_SMALL_CLASSES + PYM_MEDIUM_CLASSES)
-#define PYM_DIRECT_THRESHOLD     (64 * PYM_MiB) /* from here blocks are mapped and unmapped directly */
+#define PYM_DIRECT_THRESHOLD     (64 * PYM_MiB) /* default: from here blocks are mapped and unmapped directly */
 #define PYM_CACHE_SLOTS          64       /* most blocks a thread cache bin holds (small classes get all) */
 #define PYM_CACHE_CLASS_BYTES    (32 * PYM_KiB) /* and at most this many bytes of blocks (medium classes) */
 #define PYM_HEAP_POOL_BATCH      8        /* fresh pools a heap takes per arena-lock acquisition */
 #define PYM_HEAP_EMPTY_POOLS_MAX 16       /* empty pools a heap keeps before returning some */
-#define PYM_CHUNK_CACHE_MAX      4        /* empty chunks kept mapped (1 MiB) against map/unmap loops */
+#define PYM_CHUNK_CACHE_MAX      4        /* default: empty chunks kept mapped (1 MiB) against map/unmap loops */
 #define PYM_LARGE_CACHE_SLOTS    16       /* freed large mappings kept for reuse */
 #define PYM_LARGE_CACHE_BYTES    (64 * PYM_MiB) /* and at most this many bytes of them */
-#define PYM_LARGE_CACHE_DECAY_MS 1000     /* a cached mapping unused this long is unmapped at the next large free */
+#define PYM_LARGE_CACHE_DECAY_MS 1000     /* default: a cached mapping unused this long is unmapped at the next large free */
 #define PYM_ADDRESS_BITS         48       /* user address space covered by the chunk map */
 #define PYM_CHUNKMAP_LEAF_BITS   15       /* chunk-map entries per leaf: 2^15 (8 GiB of address space) */
 #define PYM_META_REGION_SIZE     (256 * PYM_KiB) /* metadata is carved from mappings of this size */
@@ -453,11 +453,19 @@ PYM_INTERNAL extern pthread_mutex_t pym_meta_lock;
 typedef struct pym_options {
     unsigned alignment;          /* 16 (default) or 8 */
     int stats;                   /* print statistics at exit */
+    int stats_json;              /* ... as JSON rather than text */
+    char stats_path[256];        /* ... into this file rather than stderr ("" = stderr) */
     int verbose;                 /* warn about foreign frees and the like */
     int thread_cache;            /* per-thread caches of free blocks (1) or none (0) */
+    uint64_t decay_ms;           /* cached large mappings unused this long are unmapped */
+    unsigned arena_cache;        /* empty chunks kept mapped */
+    size_t direct_threshold;     /* blocks this large are mapped and unmapped directly */
 } pym_options_t;
 PYM_INTERNAL extern pym_options_t pym_options;
 PYM_INTERNAL void pym_options_load(void);
+/* Apply "NAME=VALUE,..." (the compiled-in default's syntax); malformed items
+ * are reported naming `source`. */
+PYM_INTERNAL void pym_options_apply_string(const char *conf, const char *source);
 
 /* ---- start-up and fork (init.c) ------------------------------------------ */
 PYM_INTERNAL extern int pym_initialized;

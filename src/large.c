@@ -6,13 +6,13 @@
  * address and the chunk map finds the descriptor (kept out of line) from any
  * address inside it.
  *
- *   below PYM_DIRECT_THRESHOLD (64 MiB): a freed mapping is kept in a cache
- *       of at most PYM_LARGE_CACHE_SLOTS mappings and PYM_LARGE_CACHE_BYTES
- *       bytes, and a later request of nearly the same size (the mapping at
+ *   below the direct-mapping threshold (PYMALLOC_MMAP_THRESHOLD, 64 MiB): a
+ *       freed mapping is kept in a cache of at most PYM_LARGE_CACHE_SLOTS
+ *       mappings and PYM_LARGE_CACHE_BYTES bytes (or the threshold if higher), and a later request of nearly the same size (the mapping at
  *       most 25% larger) takes it back: a steady malloc/free loop makes no
  *       system call and faults no page in again.  The oldest entries are
  *       unmapped when the cache is full, and entries unused for
- *       PYM_LARGE_CACHE_DECAY_MS are unmapped at the next free of a large
+ *       PYMALLOC_DECAY_MS (1 s) are unmapped at the next free of a large
  *       block, so a burst of big buffers does not stay resident.
  *       (glibc gets the same effect from its dynamic mmap threshold, which
  *       rises up to 32 MiB; jemalloc keeps freed extents and purges them
@@ -80,6 +80,14 @@ static void pym_large_unmap_list(pym_large_t *victims)
     }
 }
 
+/* Bytes the cache may hold: PYM_LARGE_CACHE_BYTES, or more when a higher
+ * PYMALLOC_MMAP_THRESHOLD lets bigger blocks be cached. */
+static size_t pym_large_cache_budget(void)
+{
+    return pym_options.direct_threshold > PYM_LARGE_CACHE_BYTES ? pym_options.direct_threshold
+                                                                : PYM_LARGE_CACHE_BYTES;
+}
+
 static uint64_t pym_now_ms(void)
 {
     struct timespec now;
@@ -95,8 +103,8 @@ static pym_large_t *pym_large_cache_trim_locked(uint64_t now_ms)
 {
     pym_large_t *victims = NULL;
     while (pym_large_cache_tail != NULL
-           && (pym_large_cache_count > PYM_LARGE_CACHE_SLOTS || pym_large_cache_bytes > PYM_LARGE_CACHE_BYTES
-               || now_ms - pym_large_cache_tail->cached_at_ms >= PYM_LARGE_CACHE_DECAY_MS)) {
+           && (pym_large_cache_count > PYM_LARGE_CACHE_SLOTS || pym_large_cache_bytes > pym_large_cache_budget()
+               || now_ms - pym_large_cache_tail->cached_at_ms >= pym_options.decay_ms)) {
         pym_large_t *oldest = pym_large_cache_tail;
         pym_large_cache_unlink_locked(oldest);
         pym_chunkmap_clear(oldest->base, oldest->size);
@@ -136,7 +144,7 @@ void *pym_large_alloc(size_t size, size_t alignment, bool zero)
     if (alignment < PYM_CHUNK_SIZE)
         alignment = PYM_CHUNK_SIZE;
 
-    if (map_size < PYM_DIRECT_THRESHOLD && alignment == PYM_CHUNK_SIZE) {
+    if (map_size < pym_options.direct_threshold && alignment == PYM_CHUNK_SIZE) {
         pym_large_t *reused = pym_large_cache_take(map_size, map_size + map_size / 4);
         if (reused != NULL) {
             reused->requested = size;
@@ -189,7 +197,7 @@ void pym_large_free(pym_large_t *large, void *ptr)
     }
     pym_large_live_count--;
     pym_large_live_bytes -= large->size;
-    if (large->size >= PYM_DIRECT_THRESHOLD || large->size > PYM_LARGE_CACHE_BYTES) {
+    if (large->size >= pym_options.direct_threshold || large->size > pym_large_cache_budget()) {
         pym_chunkmap_clear(large->base, large->size);
         pthread_mutex_unlock(&pym_large_lock);
         pym_large_unmap(large);
@@ -253,7 +261,7 @@ void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
         if (keep_end < old_base + old_size)
             pym_chunkmap_clear(keep_end, old_base + old_size - keep_end);
         pym_os_remap_in_place(ptr, old_size, new_size); /* shrinking in place cannot fail */
-    } else if (new_size <= PYM_DIRECT_THRESHOLD) {
+    } else if (new_size <= pym_options.direct_threshold) {
         /* A cached mapping with room to spare has its pages in memory
          * already: moving there costs a copy of the old block instead of
          * faulting in every page of the growth (the repeated `s += x` that

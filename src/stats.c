@@ -10,6 +10,8 @@
  * are exact only when the threads are idle.  Chunk and large-mapping
  * counters are kept by the slow paths under their locks.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <string.h>
 #include <unistd.h>
@@ -76,7 +78,8 @@ void pym_stats_get(pym_stats_t *out)
 /* Output either to a FILE or, at exit, straight to fd 2 (stdio may already
  * be torn down). */
 typedef struct pym_printer {
-    FILE *stream;                 /* NULL: write(2) to stderr */
+    FILE *stream;                 /* NULL: write(2) to fd */
+    int fd;                       /* used when stream is NULL */
 } pym_printer_t;
 
 __attribute__((format(printf, 2, 3))) static void pym_print(pym_printer_t *printer, const char *format, ...)
@@ -95,7 +98,7 @@ __attribute__((format(printf, 2, 3))) static void pym_print(pym_printer_t *print
         return;
     }
     for (ssize_t done = 0; done < length;) {
-        ssize_t wrote = write(STDERR_FILENO, line + done, (size_t)(length - done));
+        ssize_t wrote = write(printer->fd, line + done, (size_t)(length - done));
         if (wrote <= 0)
             break;
         done += wrote;
@@ -148,6 +151,37 @@ static void pym_stats_render(pym_printer_t *printer)
     pym_print(printer, "# foreign frees ignored           %14zu\n", stats.invalid_frees);
 }
 
+/* The same figures as one JSON object (PYMALLOC_STATS=json). */
+static void pym_stats_render_json(pym_printer_t *printer)
+{
+    pym_stats_t stats;
+    pym_stats_get(&stats);
+    pym_print(printer, "{\"pymalloc\": {\"pid\": %ld, \"alignment\": %u, \"classes\": [", (long)getpid(),
+              stats.alignment);
+    const char *separator = "";
+    for (unsigned i = 0; i < PYM_CLASS_COUNT; i++) {
+        const pym_class_stats_t *cls = &stats.classes[i];
+        if (cls->pools == 0)
+            continue;
+        pym_print(printer,
+                  "%s\n  {\"class\": %u, \"block_size\": %zu, \"pools\": %zu, \"full_pools\": %zu, "
+                  "\"blocks_used\": %zu, \"blocks_free\": %zu, \"blocks_cached\": %zu}",
+                  separator, i, cls->block_size, cls->pools, cls->full_pools, cls->blocks_used, cls->blocks_free,
+                  cls->blocks_cached);
+        separator = ",";
+    }
+    pym_print(printer, "],\n  \"empty_pools\": %zu, \"arenas_now\": %zu, \"arenas_total\": %zu, "
+                       "\"arenas_returned\": %zu, \"arenas_cached\": %zu, \"arenas_peak\": %zu,\n",
+              stats.empty_pools, stats.arenas_now, stats.arenas_total, stats.arenas_returned, stats.arenas_cached,
+              stats.arenas_peak);
+    pym_print(printer, "  \"large_count\": %zu, \"large_bytes\": %zu, \"large_cached_bytes\": %zu, "
+                       "\"large_peak_bytes\": %zu,\n",
+              stats.large_count, stats.large_bytes, stats.large_cached_bytes, stats.large_peak_bytes);
+    pym_print(printer, "  \"mapped_bytes\": %zu, \"mapped_peak_bytes\": %zu, \"heaps_live\": %zu, "
+                       "\"invalid_frees\": %zu}}\n",
+              stats.mapped_bytes, stats.mapped_peak_bytes, stats.heaps_live, stats.invalid_frees);
+}
+
 void pym_stats_print(FILE *stream)
 {
     pym_printer_t printer = {.stream = stream ? stream : stderr};
@@ -155,8 +189,40 @@ void pym_stats_print(FILE *stream)
     fflush(printer.stream);
 }
 
+void pym_stats_print_json(FILE *stream)
+{
+    pym_printer_t printer = {.stream = stream ? stream : stderr};
+    pym_stats_render_json(&printer);
+    fflush(printer.stream);
+}
+
+/* PYMALLOC_STATS at exit: stdio may already be torn down, so straight to a
+ * file descriptor -- stderr, or the file PYMALLOC_STATS names (created or
+ * truncated, "%p" replaced by the process id; a file that cannot be opened
+ * is reported and stderr used). */
 void pym_stats_print_at_exit(void)
 {
-    pym_printer_t printer = {.stream = NULL};
-    pym_stats_render(&printer);
+    pym_printer_t printer = {.stream = NULL, .fd = STDERR_FILENO};
+    if (pym_options.stats_path[0] != '\0') {
+        /* "%p" in the path stands for the process id: each process of a
+         * program that forks then writes its own file. */
+        char path[sizeof(pym_options.stats_path) + 24];
+        const char *pid_mark = strstr(pym_options.stats_path, "%p");
+        if (pid_mark != NULL)
+            snprintf(path, sizeof(path), "%.*s%ld%s", (int)(pid_mark - pym_options.stats_path),
+                     pym_options.stats_path, (long)getpid(), pid_mark + 2);
+        else
+            snprintf(path, sizeof(path), "%s", pym_options.stats_path);
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd >= 0)
+            printer.fd = fd;
+        else
+            pym_report("pymalloc: PYMALLOC_STATS: cannot open %s (errno %d); statistics go to stderr", path, errno);
+    }
+    if (pym_options.stats_json)
+        pym_stats_render_json(&printer);
+    else
+        pym_stats_render(&printer);
+    if (printer.fd != STDERR_FILENO)
+        close(printer.fd);
 }

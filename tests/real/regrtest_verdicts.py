@@ -87,7 +87,10 @@ def main():
     per_file = collections.Counter()
     for name in cases:
         parts = name.split(".")
-        per_file[parts[1] if parts[0] == "test" and len(parts) > 1 else parts[0]] += 1
+        if parts[0] == "test" and len(parts) > 1:
+            per_file[parts[1]] += 1
+        else:                               # ctypes.test.test_x...: test_ctypes
+            per_file["test_" + parts[0]] += 1
     print("files: %d (%s)" % (len(files), ", ".join(
         "%s %d" % (v, n) for v, n in sorted(collections.Counter(files.values()).items()))))
     print("test cases: %d (%s)" % (len(cases), ", ".join(
