@@ -67,6 +67,22 @@ PYM_API void pym_flush_thread_cache(void);
  * Returns 1 when some memory was released, 0 otherwise. */
 PYM_API int pym_trim(void);
 
+/* ---- allocation hooks ------------------------------------------------- */
+/* Callbacks for tracing tools (like Python's tracemalloc): on_alloc after
+ * every successful allocation (the pointer and the size asked for), on_free
+ * before every free of a non-NULL pointer; realloc reports the free of the
+ * old block and the allocation of the new one.  Either may be NULL.  A hook
+ * may allocate: its own allocations are not reported.  Installing NULL (or
+ * both callbacks NULL) removes the hooks.  With no hooks installed the cost
+ * is nothing on the small-malloc fast path and one predictable branch on the
+ * others.  Returns 0. */
+typedef struct pym_hooks {
+    void (*on_alloc)(void *ptr, size_t size, void *context);
+    void (*on_free)(void *ptr, void *context);
+    void *context;                    /* passed to both */
+} pym_hooks_t;
+PYM_API int pym_set_hooks(const pym_hooks_t *hooks);
+
 /* ---- statistics ------------------------------------------------------- */
 #define PYM_STATS_CLASSES 96          /* 64 small classes + 32 medium classes */
 #define PYM_STATS_SMALL_CLASSES 64

@@ -140,8 +140,22 @@ void pym_free_generic(void *ptr, uintptr_t entry)
     pym_heap_free_slow(ptr, size_class);
 }
 
+static void *pym_aligned_unhooked(size_t alignment, size_t size);
+
 /* `alignment` is a power of two. */
 void *pym_aligned_generic(size_t alignment, size_t size)
+{
+    if (pym_hooks_on()) {
+        pym_hooks_suspend();
+        void *block = pym_aligned_unhooked(alignment, size);
+        pym_hooks_resume();
+        pym_hooks_report_alloc(block, size);
+        return block;
+    }
+    return pym_aligned_unhooked(alignment, size);
+}
+
+static void *pym_aligned_unhooked(size_t alignment, size_t size)
 {
     if (PYM_UNLIKELY(size > PTRDIFF_MAX || alignment > PTRDIFF_MAX)) {
         errno = ENOMEM;
@@ -187,7 +201,21 @@ void pym_free(void *ptr)
     pym_free_inline(ptr);
 }
 
+static void *pym_calloc_unhooked(size_t count, size_t size);
+
 void *pym_calloc(size_t count, size_t size)
+{
+    if (pym_hooks_on()) {
+        pym_hooks_suspend();
+        void *block = pym_calloc_unhooked(count, size);
+        pym_hooks_resume();
+        pym_hooks_report_alloc(block, count * size);
+        return block;
+    }
+    return pym_calloc_unhooked(count, size);
+}
+
+static void *pym_calloc_unhooked(size_t count, size_t size)
 {
     size_t total;
     if (PYM_UNLIKELY(__builtin_mul_overflow(count, size, &total) || total > PTRDIFF_MAX)) {
@@ -204,7 +232,26 @@ void *pym_calloc(size_t count, size_t size)
     return block;
 }
 
+static void *pym_realloc_unhooked(void *ptr, size_t size);
+
+/* Hooks see a realloc as the free of the old block and the allocation of
+ * the new one (even when the pointer stays), as tracemalloc does; a failed
+ * realloc reports nothing (the old block stays). */
 void *pym_realloc(void *ptr, size_t size)
+{
+    if (pym_hooks_on()) {
+        pym_hooks_suspend();
+        void *moved = pym_realloc_unhooked(ptr, size);
+        pym_hooks_resume();
+        if (moved != NULL || size == 0)
+            pym_hooks_report_free(ptr);
+        pym_hooks_report_alloc(moved, size);
+        return moved;
+    }
+    return pym_realloc_unhooked(ptr, size);
+}
+
+static void *pym_realloc_unhooked(void *ptr, size_t size)
 {
     if (ptr == NULL)
         return pym_malloc_inline(size);

@@ -32,10 +32,14 @@ static PYM_ALWAYS_INLINE void *pym_cache_pop(unsigned size_class, size_t size)
     return pym_heap_malloc_slow(size, size_class);
 }
 
+/* Hooks: a small malloc reaches its slow path through pym_fast_class_of
+ * (see internal.h); medium and large ones test the flag, as free does. */
 static PYM_ALWAYS_INLINE void *pym_malloc_inline(size_t size)
 {
     if (PYM_LIKELY(size <= PYM_SMALL_MAX))
-        return pym_cache_pop(pym_small_class_of[(size + PYM_ALIGNMENT - 1) / PYM_ALIGNMENT], size);
+        return pym_cache_pop(pym_fast_class_of[(size + PYM_ALIGNMENT - 1) / PYM_ALIGNMENT], size);
+    if (pym_hooks_on())
+        return pym_malloc_hooked(size);
     if (PYM_LIKELY(size <= PYM_MEDIUM_MAX))
         return pym_cache_pop(pym_medium_class_of(size), size);
     return pym_malloc_generic(size);
@@ -58,7 +62,7 @@ static PYM_ALWAYS_INLINE bool pym_cache_push(void *ptr, const pym_pool_info_t *i
     return false;
 }
 
-static PYM_ALWAYS_INLINE void pym_free_inline(void *ptr)
+static PYM_ALWAYS_INLINE void pym_free_unhooked_inline(void *ptr)
 {
     uintptr_t address = (uintptr_t)ptr;
     uintptr_t entry = pym_chunkmap_lookup(address);
@@ -75,6 +79,15 @@ static PYM_ALWAYS_INLINE void pym_free_inline(void *ptr)
     }
 #endif
     pym_free_generic(ptr, entry);
+}
+
+static PYM_ALWAYS_INLINE void pym_free_inline(void *ptr)
+{
+    if (pym_hooks_on()) {
+        pym_free_hooked(ptr);
+        return;
+    }
+    pym_free_unhooked_inline(ptr);
 }
 
 #endif /* PYM_FASTPATH_H */

@@ -66,7 +66,7 @@ static void *pym_no_slots[1];
 #define PYM_NO_CACHE_BIN {.cursor = &pym_no_slots[1], .base = &pym_no_slots[1], .limit = &pym_no_slots[1], .batch = 1}
 
 pym_heap_t pym_startup_heap = {
-    .bins = {[0 ... PYM_CLASS_COUNT - 1] = PYM_NO_CACHE_BIN},
+    .bins = {[0 ... PYM_CLASS_COUNT] = PYM_NO_CACHE_BIN},
     .pools = {[0 ... PYM_CLASS_COUNT - 1] = &pym_empty_pool},
     .state = PYM_HEAP_STARTUP,
 };
@@ -74,7 +74,7 @@ __thread pym_heap_t *pym_tls_heap __attribute__((tls_model("initial-exec"))) = &
 static __thread bool pym_tls_heap_retired __attribute__((tls_model("initial-exec"))); /* key destructor ran */
 
 static pym_heap_t pym_shared_heap = {
-    .bins = {[0 ... PYM_CLASS_COUNT - 1] = PYM_NO_CACHE_BIN},
+    .bins = {[0 ... PYM_CLASS_COUNT] = PYM_NO_CACHE_BIN},
     .pools = {[0 ... PYM_CLASS_COUNT - 1] = &pym_empty_pool},
     .state = PYM_HEAP_SHARED,
 };
@@ -404,6 +404,7 @@ static pym_heap_t *pym_heap_acquire(void)
             bin->batch = capacity > 1 ? capacity / 2 : 1;
             heap->pools[size_class] = &pym_empty_pool;
         }
+        heap->bins[PYM_HOOKED_CLASS] = (pym_cache_bin_t)PYM_NO_CACHE_BIN;
         pthread_mutex_lock(&pym_arena_lock);
         heap->all_next = pym_all_heaps;
         pym_all_heaps = heap;
@@ -438,6 +439,8 @@ static pym_heap_t *pym_heap_of_thread(void)
 
 void *pym_heap_malloc_slow(size_t size, unsigned size_class)
 {
+    if (PYM_UNLIKELY(size_class == PYM_HOOKED_CLASS))
+        return pym_malloc_hooked(size);
     if (PYM_UNLIKELY(!__atomic_load_n(&pym_initialized, __ATOMIC_ACQUIRE))) {
         pym_init_slow(); /* the class table depends on the options */
         size_class = size <= PYM_SMALL_MAX ? pym_small_class_of[(size + PYM_ALIGNMENT - 1) / PYM_ALIGNMENT]

@@ -148,6 +148,13 @@ PYM_INTERNAL extern uint8_t pym_small_class_of[PYM_SMALL_CLASSES + 1];
 
 PYM_INTERNAL void pym_classes_init(unsigned alignment);
 
+/* The table malloc's fast path reads: a copy of pym_small_class_of, or,
+ * while allocation hooks are installed, PYM_HOOKED_CLASS for every size.
+ * That class's bin never holds a block, so every small malloc then reaches
+ * the slow path, which reports it: hooks cost the fast path nothing. */
+#define PYM_HOOKED_CLASS PYM_CLASS_COUNT
+PYM_INTERNAL extern uint8_t pym_fast_class_of[PYM_SMALL_CLASSES + 1];
+
 /* Class of a request of PYM_SMALL_MAX < size <= PYM_MEDIUM_MAX bytes: the
  * position of the top bit of size - 1 gives the doubling, the two bits
  * below it the step. */
@@ -368,7 +375,7 @@ static PYM_ALWAYS_INLINE void pym_bin_set_cursor(pym_cache_bin_t *bin, void **cu
 }
 
 struct pym_heap {
-    pym_cache_bin_t bins[PYM_CLASS_COUNT]; /* thread cache, per class */
+    pym_cache_bin_t bins[PYM_CLASS_COUNT + 1]; /* thread cache, per class; [PYM_HOOKED_CLASS] never holds a block */
     pym_pool_t *pools[PYM_CLASS_COUNT]; /* per class: first pool with free blocks, or &pym_empty_pool */
     pym_block_t *remote;         /* blocks freed by other threads (atomic, CAS push) */
     pym_pool_t *empty;           /* owned small pools with every block free */
@@ -416,6 +423,26 @@ PYM_INTERNAL void pym_double_free(const void *ptr, unsigned size_class) __attrib
 PYM_INTERNAL uint32_t pym_pool_push_block(pym_pool_t *pool, pym_block_t *block);
 /* Push a validated block onto its own pool, as the owner. */
 PYM_INTERNAL void pym_pool_free_block(pym_heap_t *heap, pym_pool_t *pool, pym_block_t *block);
+
+/* ---- allocation hooks (hooks.c) ------------------------------------------ */
+PYM_INTERNAL extern int pym_hooks_active;  /* set while hooks are installed (read relaxed) */
+static PYM_ALWAYS_INLINE bool pym_hooks_on(void)
+{
+    return PYM_UNLIKELY(__atomic_load_n(&pym_hooks_active, __ATOMIC_RELAXED) != 0);
+}
+/* malloc and free with the hooks called around them. */
+PYM_INTERNAL void *pym_malloc_hooked(size_t size);
+PYM_INTERNAL void pym_free_hooked(void *ptr);
+/* Report an allocation / a free to the hooks (nothing inside a hook). */
+PYM_INTERNAL void pym_hooks_report_alloc(void *ptr, size_t size);
+PYM_INTERNAL void pym_hooks_report_free(void *ptr);
+/* Suppress reports on this thread around a composite call (realloc, ...)
+ * that reports once for itself; the two nest. */
+PYM_INTERNAL void pym_hooks_suspend(void);
+PYM_INTERNAL void pym_hooks_resume(void);
+/* Unhooked allocation and free (the hooked paths call these). */
+PYM_INTERNAL void *pym_malloc_unhooked(size_t size);
+PYM_INTERNAL void pym_free_unhooked(void *ptr);
 
 /* ---- OS layer (os.c): the only file that calls mmap/munmap/madvise ------ */
 PYM_INTERNAL void *pym_os_map(size_t size);

@@ -28,6 +28,7 @@
 
 pym_class_t pym_classes[PYM_CLASS_COUNT];
 uint8_t pym_small_class_of[PYM_SMALL_CLASSES + 1];
+uint8_t pym_fast_class_of[PYM_SMALL_CLASSES + 1];
 
 /* Inverse of an odd number modulo 2^32 by Newton's iteration: each step
  * doubles the number of correct low bits (x0 = d is right to 3 bits). */
@@ -67,6 +68,7 @@ void pym_classes_init(unsigned alignment)
         if (alignment == 16 && units > 1 && (units & 1))
             size_class++; /* 17..24 -> 32-byte class, 33..40 -> 48, ... */
         pym_small_class_of[units] = (uint8_t)size_class;
+        pym_fast_class_of[units] = (uint8_t)size_class;
     }
 }
 

@@ -1,0 +1,97 @@
+/*
+ * hooks.c -- allocation hooks: callbacks on every allocation and free, for
+ * tracing tools in the spirit of Python's tracemalloc (pym_set_hooks).
+ *
+ * Cost when no hook is installed: nothing on the small-malloc fast path and
+ * one predictable branch on a global flag on the others.  Installing hooks
+ * sets the flag and fills pym_fast_class_of, the table malloc's fast path
+ * reads, with PYM_HOOKED_CLASS: that class's bin never holds a block, so
+ * every small malloc falls to its slow path, which comes here.  Removing
+ * them restores the table.  Other threads see the change within a call or
+ * two (the table and flag are read without synchronisation).
+ *
+ * A hook may itself allocate (record a stack trace, grow a table): while a
+ * thread runs a hook, or a composite call such as realloc that reports once
+ * for itself, its nested allocations and frees are not reported
+ * (pym_in_hook).  A hook must not free the block it is told about.
+ */
+#include <string.h>
+
+#include "fastpath.h"
+
+int pym_hooks_active;
+static pym_hooks_t pym_hooks;                    /* the installed callbacks (read relaxed) */
+static pthread_mutex_t pym_hooks_lock = PTHREAD_MUTEX_INITIALIZER;
+static __thread int pym_in_hook __attribute__((tls_model("initial-exec"))); /* no reports on this thread */
+
+int pym_set_hooks(const pym_hooks_t *hooks)
+{
+    pym_ensure_init();
+    bool install = hooks != NULL && (hooks->on_alloc != NULL || hooks->on_free != NULL);
+    pthread_mutex_lock(&pym_hooks_lock);
+    __atomic_store_n(&pym_hooks.on_alloc, install ? hooks->on_alloc : NULL, __ATOMIC_RELAXED);
+    __atomic_store_n(&pym_hooks.on_free, install ? hooks->on_free : NULL, __ATOMIC_RELAXED);
+    __atomic_store_n(&pym_hooks.context, install ? hooks->context : NULL, __ATOMIC_RELAXED);
+    __atomic_store_n(&pym_hooks_active, install ? 1 : 0, __ATOMIC_RELEASE);
+    for (unsigned units = 0; units <= PYM_SMALL_CLASSES; units++)
+        __atomic_store_n(&pym_fast_class_of[units], install ? PYM_HOOKED_CLASS : pym_small_class_of[units],
+                         __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&pym_hooks_lock);
+    return 0;
+}
+
+void pym_hooks_suspend(void)
+{
+    pym_in_hook++;
+}
+
+void pym_hooks_resume(void)
+{
+    pym_in_hook--;
+}
+
+void pym_hooks_report_alloc(void *ptr, size_t size)
+{
+    void (*on_alloc)(void *, size_t, void *) = __atomic_load_n(&pym_hooks.on_alloc, __ATOMIC_RELAXED);
+    if (ptr == NULL || on_alloc == NULL || pym_in_hook)
+        return;
+    pym_in_hook++;
+    on_alloc(ptr, size, __atomic_load_n(&pym_hooks.context, __ATOMIC_RELAXED));
+    pym_in_hook--;
+}
+
+void pym_hooks_report_free(void *ptr)
+{
+    void (*on_free)(void *, void *) = __atomic_load_n(&pym_hooks.on_free, __ATOMIC_RELAXED);
+    if (ptr == NULL || on_free == NULL || pym_in_hook)
+        return;
+    pym_in_hook++;
+    on_free(ptr, __atomic_load_n(&pym_hooks.context, __ATOMIC_RELAXED));
+    pym_in_hook--;
+}
+
+void *pym_malloc_unhooked(size_t size)
+{
+    pym_ensure_init();
+    if (size <= PYM_SMALL_MAX)
+        return pym_cache_pop(pym_small_class_of[(size + PYM_ALIGNMENT - 1) / PYM_ALIGNMENT], size);
+    return pym_malloc_generic(size);
+}
+
+void pym_free_unhooked(void *ptr)
+{
+    pym_free_unhooked_inline(ptr);
+}
+
+void *pym_malloc_hooked(size_t size)
+{
+    void *block = pym_malloc_unhooked(size);
+    pym_hooks_report_alloc(block, size);
+    return block;
+}
+
+void pym_free_hooked(void *ptr)
+{
+    pym_hooks_report_free(ptr); /* before: the block is still the program's */
+    pym_free_unhooked_inline(ptr);
+}
