@@ -140,14 +140,12 @@ void pym_free_generic(void *ptr, uintptr_t entry)
     pym_heap_free_slow(ptr, size_class);
 }
 
-static void *pym_aligned_unhooked(size_t alignment, size_t size);
-
 /* `alignment` is a power of two. */
 void *pym_aligned_generic(size_t alignment, size_t size)
 {
     if (pym_hooks_on()) {
         pym_hooks_suspend();
-        void *block = pym_aligned_unhooked(alignment, size);
+        void *block = pym_options.debug ? pym_debug_aligned(alignment, size) : pym_aligned_unhooked(alignment, size);
         pym_hooks_resume();
         pym_hooks_report_alloc(block, size);
         return block;
@@ -155,7 +153,7 @@ void *pym_aligned_generic(size_t alignment, size_t size)
     return pym_aligned_unhooked(alignment, size);
 }
 
-static void *pym_aligned_unhooked(size_t alignment, size_t size)
+void *pym_aligned_unhooked(size_t alignment, size_t size)
 {
     if (PYM_UNLIKELY(size > PTRDIFF_MAX || alignment > PTRDIFF_MAX)) {
         errno = ENOMEM;
@@ -206,10 +204,15 @@ static void *pym_calloc_unhooked(size_t count, size_t size);
 void *pym_calloc(size_t count, size_t size)
 {
     if (pym_hooks_on()) {
+        size_t total;
+        if (__builtin_mul_overflow(count, size, &total) || total > PTRDIFF_MAX) {
+            errno = ENOMEM;
+            return NULL;
+        }
         pym_hooks_suspend();
-        void *block = pym_calloc_unhooked(count, size);
+        void *block = pym_options.debug ? pym_debug_malloc(total, true) : pym_calloc_unhooked(count, size);
         pym_hooks_resume();
-        pym_hooks_report_alloc(block, count * size);
+        pym_hooks_report_alloc(block, total);
         return block;
     }
     return pym_calloc_unhooked(count, size);
@@ -241,7 +244,7 @@ void *pym_realloc(void *ptr, size_t size)
 {
     if (pym_hooks_on()) {
         pym_hooks_suspend();
-        void *moved = pym_realloc_unhooked(ptr, size);
+        void *moved = pym_options.debug ? pym_debug_realloc(ptr, size) : pym_realloc_unhooked(ptr, size);
         pym_hooks_resume();
         if (moved != NULL || size == 0)
             pym_hooks_report_free(ptr);
@@ -348,6 +351,13 @@ void *pym_pvalloc(size_t size)
 
 size_t pym_usable_size(const void *ptr)
 {
+    if (PYM_UNLIKELY(pym_options.debug))
+        return pym_debug_usable_size(ptr);
+    return pym_usable_size_unhooked(ptr);
+}
+
+size_t pym_usable_size_unhooked(const void *ptr)
+{
     uintptr_t entry = pym_chunkmap_lookup((uintptr_t)ptr);
     switch (entry & PYM_CHUNK_KIND_MASK) {
     case PYM_CHUNK_NONE:
@@ -377,5 +387,7 @@ int pym_trim(void)
 
 int pym_owns(const void *ptr)
 {
-    return ptr != NULL && pym_usable_size(ptr) != 0;
+    if (PYM_UNLIKELY(pym_options.debug))
+        return pym_debug_owns(ptr);
+    return ptr != NULL && pym_usable_size_unhooked(ptr) != 0;
 }

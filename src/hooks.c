@@ -2,6 +2,10 @@
  * hooks.c -- allocation hooks: callbacks on every allocation and free, for
  * tracing tools in the spirit of Python's tracemalloc (pym_set_hooks).
  *
+ * The same routing serves debug mode (debug.c, PYMALLOC_DEBUG=1), which is
+ * chosen at start-up: the hooked paths then allocate and free through the
+ * debug layer.
+ *
  * Cost when no hook is installed: nothing on the small-malloc fast path and
  * one predictable branch on a global flag on the others.  Installing hooks
  * sets the flag and fills pym_fast_class_of, the table malloc's fast path
@@ -32,12 +36,17 @@ int pym_set_hooks(const pym_hooks_t *hooks)
     __atomic_store_n(&pym_hooks.on_alloc, install ? hooks->on_alloc : NULL, __ATOMIC_RELAXED);
     __atomic_store_n(&pym_hooks.on_free, install ? hooks->on_free : NULL, __ATOMIC_RELAXED);
     __atomic_store_n(&pym_hooks.context, install ? hooks->context : NULL, __ATOMIC_RELAXED);
-    __atomic_store_n(&pym_hooks_active, install ? 1 : 0, __ATOMIC_RELEASE);
-    for (unsigned units = 0; units <= PYM_SMALL_CLASSES; units++)
-        __atomic_store_n(&pym_fast_class_of[units], install ? PYM_HOOKED_CLASS : pym_small_class_of[units],
-                         __ATOMIC_RELAXED);
+    pym_hooks_update_routing(install || pym_options.debug);
     pthread_mutex_unlock(&pym_hooks_lock);
     return 0;
+}
+
+void pym_hooks_update_routing(bool hooked)
+{
+    __atomic_store_n(&pym_hooks_active, hooked ? 1 : 0, __ATOMIC_RELEASE);
+    for (unsigned units = 0; units <= PYM_SMALL_CLASSES; units++)
+        __atomic_store_n(&pym_fast_class_of[units], hooked ? PYM_HOOKED_CLASS : pym_small_class_of[units],
+                         __ATOMIC_RELAXED);
 }
 
 void pym_hooks_suspend(void)
@@ -85,7 +94,7 @@ void pym_free_unhooked(void *ptr)
 
 void *pym_malloc_hooked(size_t size)
 {
-    void *block = pym_malloc_unhooked(size);
+    void *block = pym_options.debug ? pym_debug_malloc(size, false) : pym_malloc_unhooked(size);
     pym_hooks_report_alloc(block, size);
     return block;
 }
@@ -93,5 +102,8 @@ void *pym_malloc_hooked(size_t size)
 void pym_free_hooked(void *ptr)
 {
     pym_hooks_report_free(ptr); /* before: the block is still the program's */
-    pym_free_unhooked_inline(ptr);
+    if (pym_options.debug)
+        pym_debug_free(ptr);
+    else
+        pym_free_unhooked_inline(ptr);
 }

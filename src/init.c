@@ -54,6 +54,8 @@ void pym_init_slow(void)
     if (!__atomic_load_n(&pym_initialized, __ATOMIC_ACQUIRE)) {
         pym_options_load();
         pym_classes_init(pym_options.alignment);
+        if (pym_options.debug)
+            pym_hooks_update_routing(true); /* every call through the debug layer */
         __atomic_store_n(&pym_initialized, 1, __ATOMIC_RELEASE);
         if (pthread_key_create(&pym_heap_key, pym_heap_thread_exit) == 0)
             pym_heap_key_ready = 1;

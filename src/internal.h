@@ -443,6 +443,18 @@ PYM_INTERNAL void pym_hooks_resume(void);
 /* Unhooked allocation and free (the hooked paths call these). */
 PYM_INTERNAL void *pym_malloc_unhooked(size_t size);
 PYM_INTERNAL void pym_free_unhooked(void *ptr);
+PYM_INTERNAL void *pym_aligned_unhooked(size_t alignment, size_t size);
+/* Turn the hooked paths on or off as hooks and debug mode require. */
+PYM_INTERNAL void pym_hooks_update_routing(bool hooked);
+
+/* ---- debug mode (debug.c), PYMALLOC_DEBUG=1 ---------------------------------- */
+PYM_INTERNAL void *pym_debug_malloc(size_t size, bool zero);
+PYM_INTERNAL void *pym_debug_aligned(size_t alignment, size_t size);
+PYM_INTERNAL void pym_debug_free(void *ptr);
+PYM_INTERNAL void *pym_debug_realloc(void *ptr, size_t size);
+PYM_INTERNAL size_t pym_debug_usable_size(const void *ptr); /* the size asked for */
+PYM_INTERNAL bool pym_debug_owns(const void *ptr);
+PYM_INTERNAL size_t pym_usable_size_unhooked(const void *ptr);
 
 /* ---- OS layer (os.c): the only file that calls mmap/munmap/madvise ------ */
 PYM_INTERNAL void *pym_os_map(size_t size);
@@ -484,6 +496,7 @@ typedef struct pym_options {
     char stats_path[256];        /* ... into this file rather than stderr ("" = stderr) */
     int verbose;                 /* warn about foreign frees and the like */
     int thread_cache;            /* per-thread caches of free blocks (1) or none (0) */
+    int debug;                   /* guard bytes, fill patterns and checks on every block */
     uint64_t decay_ms;           /* cached large mappings unused this long are unmapped */
     unsigned arena_cache;        /* empty chunks kept mapped */
     size_t direct_threshold;     /* blocks this large are mapped and unmapped directly */

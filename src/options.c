@@ -21,6 +21,8 @@
  *   PYMALLOC_THREAD_CACHE   1 (default) or 0: per-thread caches of free blocks;
  *                           0 sends every small and medium malloc and free to
  *                           the pools (slower; for debugging and measurement)
+ *   PYMALLOC_DEBUG          0 (default) or 1: guard bytes, fill patterns and
+ *                           checks on every block (debug.c)
  *   PYMALLOC_DECAY_MS       1000 (default), 0..3600000: how long a freed large
  *                           mapping is kept for reuse before it is unmapped
  *   PYMALLOC_ARENA_CACHE    4 (default), 0..1024: empty 256 KiB chunks kept
@@ -202,6 +204,7 @@ static const pym_option_t pym_option_table[] = {
     {"PYMALLOC_STATS", "0, 1, json, a file path or json:PATH", pym_parse_stats, 0},
     {"PYMALLOC_VERBOSE", "0 or 1", pym_parse_switch, offsetof(pym_options_t, verbose)},
     {"PYMALLOC_THREAD_CACHE", "0 or 1", pym_parse_switch, offsetof(pym_options_t, thread_cache)},
+    {"PYMALLOC_DEBUG", "0 or 1", pym_parse_switch, offsetof(pym_options_t, debug)},
     {"PYMALLOC_DECAY_MS", "milliseconds, 0 to 3600000", pym_parse_decay, 0},
     {"PYMALLOC_ARENA_CACHE", "a count of chunks, 0 to 1024", pym_parse_arena_cache, 0},
     {"PYMALLOC_MMAP_THRESHOLD", "bytes above 128K, at most 4G, with an optional K, M or G suffix",

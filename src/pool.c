@@ -24,6 +24,8 @@
  * span is one 256 KiB chunk of a single class; blocks start at the chunk
  * base, so a block whose size is a multiple of 2^k is 2^k-aligned.
  */
+#include <string.h>
+
 #include "internal.h"
 
 pym_class_t pym_classes[PYM_CLASS_COUNT];
@@ -76,6 +78,13 @@ void pym_pool_init(pym_pool_t *pool, unsigned size_class, pym_heap_t *owner)
 {
     const pym_class_t *cls = &pym_classes[size_class];
     pym_pool_info_t *info = pym_pool_info(pool);
+    /* Debug mode reads a freed block's old header when the block is handed
+     * out again (debug.c); a pool changing class would show it headers and
+     * free-list links of the other layout, so its old contents go. */
+    if (PYM_UNLIKELY(pym_options.debug) && pool->size_class != size_class) {
+        char *first = size_class < PYM_SMALL_CLASSES ? (char *)pool + PYM_POOL_HEADER_SIZE : (char *)pool->arena->base;
+        memset(first, 0, (size_t)cls->capacity * cls->block_size);
+    }
     pool->size_class = (uint8_t)size_class;
     pool->free = NULL;
     pool->used = 0;
