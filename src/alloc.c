@@ -147,7 +147,7 @@ void *pym_aligned_generic(size_t alignment, size_t size)
         pym_hooks_suspend();
         void *block = pym_options.debug ? pym_debug_aligned(alignment, size) : pym_aligned_unhooked(alignment, size);
         pym_hooks_resume();
-        pym_hooks_report_alloc(block, size);
+        pym_hooks_report_alloc(block, size, false);
         return block;
     }
     return pym_aligned_unhooked(alignment, size);
@@ -212,7 +212,7 @@ void *pym_calloc(size_t count, size_t size)
         pym_hooks_suspend();
         void *block = pym_options.debug ? pym_debug_malloc(total, true) : pym_calloc_unhooked(count, size);
         pym_hooks_resume();
-        pym_hooks_report_alloc(block, total);
+        pym_hooks_report_alloc(block, total, true);
         return block;
     }
     return pym_calloc_unhooked(count, size);
@@ -243,12 +243,14 @@ static void *pym_realloc_unhooked(void *ptr, size_t size);
 void *pym_realloc(void *ptr, size_t size)
 {
     if (pym_hooks_on()) {
+        if (pym_under_valgrind)
+            return pym_valgrind_realloc(ptr, size);
         pym_hooks_suspend();
         void *moved = pym_options.debug ? pym_debug_realloc(ptr, size) : pym_realloc_unhooked(ptr, size);
         pym_hooks_resume();
         if (moved != NULL || size == 0)
             pym_hooks_report_free(ptr);
-        pym_hooks_report_alloc(moved, size);
+        pym_hooks_report_alloc(moved, size, false);
         return moved;
     }
     return pym_realloc_unhooked(ptr, size);

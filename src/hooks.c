@@ -15,18 +15,26 @@
  * two (the table and flag are read without synchronisation).
  *
  * A hook may itself allocate (record a stack trace, grow a table): while a
- * thread runs a hook, or a composite call such as realloc that reports once
- * for itself, its nested allocations and frees are not reported
- * (pym_in_hook).  A hook must not free the block it is told about.
+ * thread runs a hook its nested allocations and frees are not reported to
+ * the hook (pym_in_hook); inside a composite call such as realloc, which
+ * reports once for itself, nothing is reported at all (pym_in_composite).
+ * A hook must not free the block it is told about.
+ *
+ * Under valgrind (memcheck), the same reporting points tell memcheck about
+ * every block the program gets and gives back (valgrind.c), so that its
+ * leak, invalid-read and invalid-free checks see pymalloc's blocks as heap
+ * blocks, as they see glibc's.
  */
 #include <string.h>
 
 #include "fastpath.h"
 
 int pym_hooks_active;
+int pym_under_valgrind;
 static pym_hooks_t pym_hooks;                    /* the installed callbacks (read relaxed) */
 static pthread_mutex_t pym_hooks_lock = PTHREAD_MUTEX_INITIALIZER;
-static __thread int pym_in_hook __attribute__((tls_model("initial-exec"))); /* no reports on this thread */
+static __thread int pym_in_hook __attribute__((tls_model("initial-exec")));   /* a callback runs on this thread */
+static __thread int pym_in_composite __attribute__((tls_model("initial-exec"))); /* calloc, realloc, ... report once */
 
 int pym_set_hooks(const pym_hooks_t *hooks)
 {
@@ -36,7 +44,7 @@ int pym_set_hooks(const pym_hooks_t *hooks)
     __atomic_store_n(&pym_hooks.on_alloc, install ? hooks->on_alloc : NULL, __ATOMIC_RELAXED);
     __atomic_store_n(&pym_hooks.on_free, install ? hooks->on_free : NULL, __ATOMIC_RELAXED);
     __atomic_store_n(&pym_hooks.context, install ? hooks->context : NULL, __ATOMIC_RELAXED);
-    pym_hooks_update_routing(install || pym_options.debug);
+    pym_hooks_update_routing(install || pym_options.debug || pym_under_valgrind);
     pthread_mutex_unlock(&pym_hooks_lock);
     return 0;
 }
@@ -51,18 +59,21 @@ void pym_hooks_update_routing(bool hooked)
 
 void pym_hooks_suspend(void)
 {
-    pym_in_hook++;
+    pym_in_composite++;
 }
 
 void pym_hooks_resume(void)
 {
-    pym_in_hook--;
+    pym_in_composite--;
 }
 
-void pym_hooks_report_alloc(void *ptr, size_t size)
+void pym_hooks_report_alloc(void *ptr, size_t size, bool zeroed)
 {
+    if (ptr == NULL || pym_in_composite)
+        return;
+    pym_valgrind_malloclike(ptr, size, zeroed);
     void (*on_alloc)(void *, size_t, void *) = __atomic_load_n(&pym_hooks.on_alloc, __ATOMIC_RELAXED);
-    if (ptr == NULL || on_alloc == NULL || pym_in_hook)
+    if (on_alloc == NULL || pym_in_hook)
         return;
     pym_in_hook++;
     on_alloc(ptr, size, __atomic_load_n(&pym_hooks.context, __ATOMIC_RELAXED));
@@ -71,12 +82,15 @@ void pym_hooks_report_alloc(void *ptr, size_t size)
 
 void pym_hooks_report_free(void *ptr)
 {
-    void (*on_free)(void *, void *) = __atomic_load_n(&pym_hooks.on_free, __ATOMIC_RELAXED);
-    if (ptr == NULL || on_free == NULL || pym_in_hook)
+    if (ptr == NULL || pym_in_composite)
         return;
-    pym_in_hook++;
-    on_free(ptr, __atomic_load_n(&pym_hooks.context, __ATOMIC_RELAXED));
-    pym_in_hook--;
+    void (*on_free)(void *, void *) = __atomic_load_n(&pym_hooks.on_free, __ATOMIC_RELAXED);
+    if (on_free != NULL && !pym_in_hook) {
+        pym_in_hook++;
+        on_free(ptr, __atomic_load_n(&pym_hooks.context, __ATOMIC_RELAXED));
+        pym_in_hook--;
+    }
+    pym_valgrind_freelike(ptr);
 }
 
 void *pym_malloc_unhooked(size_t size)
@@ -95,7 +109,7 @@ void pym_free_unhooked(void *ptr)
 void *pym_malloc_hooked(size_t size)
 {
     void *block = pym_options.debug ? pym_debug_malloc(size, false) : pym_malloc_unhooked(size);
-    pym_hooks_report_alloc(block, size);
+    pym_hooks_report_alloc(block, size, false);
     return block;
 }
 

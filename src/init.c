@@ -54,6 +54,7 @@ void pym_init_slow(void)
     if (!__atomic_load_n(&pym_initialized, __ATOMIC_ACQUIRE)) {
         pym_options_load();
         pym_classes_init(pym_options.alignment);
+        pym_valgrind_init(); /* may turn debug mode off */
         if (pym_options.debug)
             pym_hooks_update_routing(true); /* every call through the debug layer */
         __atomic_store_n(&pym_initialized, 1, __ATOMIC_RELEASE);

@@ -434,7 +434,7 @@ static PYM_ALWAYS_INLINE bool pym_hooks_on(void)
 PYM_INTERNAL void *pym_malloc_hooked(size_t size);
 PYM_INTERNAL void pym_free_hooked(void *ptr);
 /* Report an allocation / a free to the hooks (nothing inside a hook). */
-PYM_INTERNAL void pym_hooks_report_alloc(void *ptr, size_t size);
+PYM_INTERNAL void pym_hooks_report_alloc(void *ptr, size_t size, bool zeroed);
 PYM_INTERNAL void pym_hooks_report_free(void *ptr);
 /* Suppress reports on this thread around a composite call (realloc, ...)
  * that reports once for itself; the two nest. */
@@ -446,6 +446,13 @@ PYM_INTERNAL void pym_free_unhooked(void *ptr);
 PYM_INTERNAL void *pym_aligned_unhooked(size_t alignment, size_t size);
 /* Turn the hooked paths on or off as hooks and debug mode require. */
 PYM_INTERNAL void pym_hooks_update_routing(bool hooked);
+
+/* ---- valgrind (valgrind.c): memcheck told about every block ------------------- */
+PYM_INTERNAL extern int pym_under_valgrind; /* running on valgrind (memcheck annotations on) */
+PYM_INTERNAL void pym_valgrind_init(void);
+PYM_INTERNAL void pym_valgrind_malloclike(void *ptr, size_t size, bool zeroed);
+PYM_INTERNAL void pym_valgrind_freelike(void *ptr);
+PYM_INTERNAL void *pym_valgrind_realloc(void *ptr, size_t size);
 
 /* ---- debug mode (debug.c), PYMALLOC_DEBUG=1 ---------------------------------- */
 PYM_INTERNAL void *pym_debug_malloc(size_t size, bool zero);
