@@ -16,7 +16,8 @@
  * first.
  *
  * A chunk whose last pool comes back (or a medium span that empties) is
- * released: up to PYMALLOC_ARENA_CACHE (4) empty chunks stay mapped, so a program
+ * released: up to PYMALLOC_ARENA_CACHE (4) empty chunks stay mapped (for at
+ * most PYMALLOC_DECAY_MS, checked whenever a chunk is released), so a program
  * allocating and freeing around an arena boundary does not map and unmap in
  * a loop; beyond that the chunk is unmapped.  Pools of a chunk that stays in
  * use keep their pages (like CPython) until pym_trim (malloc_trim) gives the
@@ -110,6 +111,13 @@ static pym_arena_t *pym_chunk_acquire(uint8_t kind)
     return arena;
 }
 
+static void pym_chunk_unmap(pym_arena_t *arena)
+{
+    pym_os_unmap((void *)arena->base, PYM_CHUNK_SIZE);
+    pym_meta_free(arena, sizeof(pym_arena_t));
+    pym_chunks_returned++;
+}
+
 static void pym_chunk_release(pym_arena_t *arena)
 {
     pym_chunkmap_clear(arena->base, PYM_CHUNK_SIZE);
@@ -120,15 +128,27 @@ static void pym_chunk_release(pym_arena_t *arena)
     if (arena->all_next)
         arena->all_next->all_prev = arena->all_prev;
     pym_chunks_now--;
+    /* Cached chunks unused for PYMALLOC_DECAY_MS go back first (the cache
+     * is newest first, so they are at its end). */
+    uint64_t now_ms = pym_now_ms();
+    for (pym_arena_t **link = &pym_chunk_cache; *link != NULL;) {
+        pym_arena_t *cached = *link;
+        if (now_ms - cached->cached_at_ms < pym_options.decay_ms) {
+            link = &cached->next;
+            continue;
+        }
+        *link = cached->next;
+        pym_chunk_cache_count--;
+        pym_chunk_unmap(cached);
+    }
     if (pym_chunk_cache_count < pym_options.arena_cache) {
+        arena->cached_at_ms = now_ms;
         arena->next = pym_chunk_cache;
         pym_chunk_cache = arena;
         pym_chunk_cache_count++;
         return;
     }
-    pym_os_unmap((void *)arena->base, PYM_CHUNK_SIZE);
-    pym_meta_free(arena, sizeof(pym_arena_t));
-    pym_chunks_returned++;
+    pym_chunk_unmap(arena);
 }
 
 /* ---- small pools ----------------------------------------------------------- */
@@ -242,9 +262,7 @@ size_t pym_arena_trim_locked(void)
         pym_arena_t *arena = pym_chunk_cache;
         pym_chunk_cache = arena->next;
         pym_chunk_cache_count--;
-        pym_os_unmap((void *)arena->base, PYM_CHUNK_SIZE);
-        pym_meta_free(arena, sizeof(pym_arena_t));
-        pym_chunks_returned++;
+        pym_chunk_unmap(arena);
         released += PYM_CHUNK_SIZE;
     }
     /* Free pools of arenas in use: runs of pools that are free and may hold

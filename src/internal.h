@@ -270,6 +270,7 @@ struct pym_arena {
     pym_arena_t *prev;
     pym_arena_t *all_next;       /* every chunk in use, for statistics */
     pym_arena_t *all_prev;
+    uint64_t cached_at_ms;       /* in the chunk cache: when it entered (monotonic milliseconds) */
     pym_pool_t span;             /* medium: the span's pool header */
     pym_pool_info_t pools[PYM_POOLS_PER_ARENA]; /* directory: small: one per pool; medium: [0] */
 };
@@ -342,6 +343,8 @@ PYM_INTERNAL void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
 PYM_INTERNAL void pym_large_counters_locked(pym_stats_t *out);
 /* Unmap every cached large mapping; returns the bytes released. */
 PYM_INTERNAL size_t pym_large_trim(void);
+/* Monotonic milliseconds from the vDSO (no system call). */
+PYM_INTERNAL uint64_t pym_now_ms(void);
 
 /* ---- thread heaps (heap.c) ---------------------------------------------- */
 #define PYM_REMOTE_CLOSED ((pym_block_t *)1) /* remote list of a heap being retired */

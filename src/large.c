@@ -88,7 +88,7 @@ static size_t pym_large_cache_budget(void)
                                                                 : PYM_LARGE_CACHE_BYTES;
 }
 
-static uint64_t pym_now_ms(void)
+uint64_t pym_now_ms(void)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &now); /* vDSO: no system call */

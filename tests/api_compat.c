@@ -16,7 +16,8 @@
  *     row per class in use); options != 0 fails with EINVAL;
  *   - mallopt: 1 for glibc's parameters (ignored), 0 for an unknown one;
  *   - malloc_stats: prints glibc's "in use bytes" lines and pymalloc's table
- *     on stderr.
+ *     on stderr;
+ *   - cached empty chunks are unmapped once unused for a second.
  */
 #include <errno.h>
 #include <malloc.h>
@@ -177,8 +178,37 @@ static void check_malloc_stats(void)
     CHECK(strstr(text, "pymalloc statistics") != NULL, "and pymalloc's table");
 }
 
+/* Empty chunks kept against map/unmap loops go back after PYMALLOC_DECAY_MS
+ * (one second by default): a chunk released later sweeps the old ones. */
+static void check_chunk_cache_decay(void)
+{
+    enum { COUNT = 60000 };
+    static void *blocks[COUNT];
+    for (int i = 0; i < COUNT; i++)
+        REQUIRE((blocks[i] = malloc_fn(64)) != NULL);
+    for (int i = 0; i < COUNT; i++)
+        free_fn(blocks[i]);
+    pym_flush_thread_cache();
+    pym_stats_t full;
+    pym_stats_get(&full);
+    CHECK(full.arenas_cached >= 2, "freeing 4 MB of small blocks fills the chunk cache (%zu cached)",
+          full.arenas_cached);
+    usleep(1200 * 1000);
+    void *span_block = malloc_fn(100000); /* a medium span: takes one cached chunk */
+    REQUIRE(span_block != NULL);
+    free_fn(span_block);
+    pym_flush_thread_cache(); /* the span empties: its chunk is released, the old ones swept */
+    pym_stats_t swept;
+    pym_stats_get(&swept);
+    CHECK(swept.arenas_cached == 1, "after 1.2 s, releasing a chunk unmaps the old cached ones (%zu -> %zu cached)",
+          full.arenas_cached, swept.arenas_cached);
+    CHECK(swept.arenas_returned >= full.arenas_returned + full.arenas_cached - 1, "they were unmapped (%zu -> %zu)",
+          full.arenas_returned, swept.arenas_returned);
+}
+
 int main(void)
 {
+    check_chunk_cache_decay();
     check_mallinfo();
     check_malloc_trim();
     check_malloc_info();
