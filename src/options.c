@@ -23,8 +23,8 @@
  *                           the pools (slower; for debugging and measurement)
  *   PYMALLOC_DEBUG          0 (default) or 1: guard bytes, fill patterns and
  *                           checks on every block (debug.c)
- *   PYMALLOC_DECAY_MS       1000 (default), 0..3600000: how long a freed large
- *                           mapping is kept for reuse before it is unmapped
+ *   PYMALLOC_DECAY_MS       1000 (default), 0..3600000: how long freed large
+ *                           mappings and empty chunks are kept for reuse
  *   PYMALLOC_ARENA_CACHE    4 (default), 0..1024: empty 256 KiB chunks kept
  *                           mapped against map/unmap loops
  *   PYMALLOC_MMAP_THRESHOLD 64M (default), 129K..4G (K, M, G suffixes): blocks
