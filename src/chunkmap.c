@@ -52,6 +52,18 @@ bool pym_chunkmap_set(uintptr_t base, size_t size, uintptr_t entry)
     return true;
 }
 
+bool pym_chunkmap_prepare(uintptr_t base, size_t size)
+{
+    if ((base + size - 1) >> PYM_ADDRESS_BITS)
+        return false;
+    uintptr_t first_leaf = base >> (PYM_CHUNK_SHIFT + PYM_CHUNKMAP_LEAF_BITS);
+    uintptr_t last_leaf = (base + size - 1) >> (PYM_CHUNK_SHIFT + PYM_CHUNKMAP_LEAF_BITS);
+    for (uintptr_t leaf = first_leaf; leaf <= last_leaf; leaf++)
+        if (pym_chunkmap_leaf_for(leaf << PYM_CHUNKMAP_LEAF_BITS) == NULL)
+            return false;
+    return true;
+}
+
 void pym_chunkmap_clear(uintptr_t base, size_t size)
 {
     uintptr_t first = base >> PYM_CHUNK_SHIFT;

@@ -253,6 +253,9 @@ static PYM_ALWAYS_INLINE uintptr_t pym_chunkmap_lookup(uintptr_t address)
  * Callers hold the lock that owns the range (arena or large lock). */
 PYM_INTERNAL bool pym_chunkmap_set(uintptr_t base, size_t size, uintptr_t entry);
 PYM_INTERNAL void pym_chunkmap_clear(uintptr_t base, size_t size);
+/* Make sure the leaves covering [base, base + size) exist, so that a later
+ * pym_chunkmap_set of that range cannot fail; false when out of memory. */
+PYM_INTERNAL bool pym_chunkmap_prepare(uintptr_t base, size_t size);
 /* Clear only the entries still equal to `entry` (a range the kernel may
  * already have given to someone else). */
 PYM_INTERNAL void pym_chunkmap_clear_if(uintptr_t base, size_t size, uintptr_t entry);
@@ -471,7 +474,7 @@ PYM_INTERNAL void *pym_os_map(size_t size);
 PYM_INTERNAL void *pym_os_map_aligned(size_t size, size_t alignment);
 PYM_INTERNAL void pym_os_unmap(void *address, size_t size);
 PYM_INTERNAL bool pym_os_remap_in_place(void *address, size_t old_size, size_t new_size);
-PYM_INTERNAL void *pym_os_remap_aligned(void *address, size_t old_size, size_t new_size, size_t alignment);
+PYM_INTERNAL void *pym_os_remap_onto(void *address, size_t old_size, size_t new_size, void *target);
 PYM_INTERNAL void pym_os_decommit(void *address, size_t size);
 PYM_INTERNAL size_t pym_os_page_size(void);
 #ifdef PYM_FAULT_INJECTION
@@ -483,7 +486,7 @@ enum {
     PYM_OS_OP_MAP = 1,           /* pym_os_map: chunk-map leaves, metadata regions, thread heaps */
     PYM_OS_OP_MAP_ALIGNED = 2,   /* pym_os_map_aligned: arenas, spans, large blocks, remap targets */
     PYM_OS_OP_REMAP_GROW = 4,    /* pym_os_remap_in_place growing a large block */
-    PYM_OS_OP_REMAP_MOVE = 8,    /* pym_os_remap_aligned moving a large block */
+    PYM_OS_OP_REMAP_MOVE = 8,    /* pym_os_remap_onto moving a large block */
     PYM_OS_OP_ALL = 15,
 };
 PYM_INTERNAL void pym_os_inject_failures(unsigned ops, long skip, long count);

@@ -232,10 +232,12 @@ void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
         return ptr;
     }
     if (size <= PYM_MEDIUM_MAX) {
+        /* (An over-aligned large block may be smaller than the medium size
+         * asked for: copy what it holds, no more.) */
         void *moved = pym_malloc(size);
         if (moved == NULL)
             return NULL;
-        memcpy(moved, ptr, size);
+        memcpy(moved, ptr, size < old_size ? size : old_size);
         pym_free(ptr);
         return moved;
     }
@@ -276,14 +278,26 @@ void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
             return (void *)roomy->base;
         }
     }
-    if (new_size > old_size && !pym_os_remap_in_place(ptr, old_size, new_size)) {
-        void *moved = pym_os_remap_aligned(ptr, old_size, new_size, PYM_CHUNK_SIZE);
-        if (moved == NULL)
+    /* The chunk map must be able to describe the grown block before it
+     * exists: its leaves are made first, so nothing can fail after the
+     * pages have moved (a failure before leaves the block untouched). */
+    if (new_size > old_size
+        && !(pym_chunkmap_prepare(old_base, new_size) && pym_os_remap_in_place(ptr, old_size, new_size))) {
+        void *target = pym_os_map_aligned(new_size, PYM_CHUNK_SIZE);
+        if (target == NULL)
             return NULL; /* errno is ENOMEM; the block is untouched */
+        if (!pym_chunkmap_prepare((uintptr_t)target, new_size)) {
+            pym_os_unmap(target, new_size);
+            errno = ENOMEM;
+            return NULL;
+        }
+        void *moved = pym_os_remap_onto(ptr, old_size, new_size, target);
+        if (moved == NULL)
+            return NULL;
         new_base = (uintptr_t)moved;
     }
     if (!pym_chunkmap_set(new_base, new_size, (uintptr_t)large | PYM_CHUNK_LARGE))
-        pym_fatal("pymalloc: realloc(): out of memory for the chunk map of %p", (void *)new_base);
+        pym_fatal("pymalloc: realloc(): the chunk map of %p failed after its leaves were made", (void *)new_base);
     if (new_base != old_base)
         pym_chunkmap_clear_if(old_base, old_size, (uintptr_t)large | PYM_CHUNK_LARGE);
     pthread_mutex_lock(&pym_large_lock);

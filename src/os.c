@@ -159,16 +159,17 @@ bool pym_os_remap_in_place(void *address, size_t old_size, size_t new_size)
     return mremap(address, old_size, new_size, 0) != MAP_FAILED;
 }
 
-/* Move (without copying: the kernel moves the page tables) a mapping to a
- * fresh region aligned to `alignment`.  NULL when no region can be had; the
- * old mapping is then untouched. */
-void *pym_os_remap_aligned(void *address, size_t old_size, size_t new_size, size_t alignment)
+/* Move (without copying: the kernel moves the page tables) a mapping onto
+ * `target`, a region of new_size bytes the caller mapped (pym_os_map_aligned)
+ * and prepared.  On failure the target is unmapped, the old mapping is
+ * untouched, and NULL is returned. */
+void *pym_os_remap_onto(void *address, size_t old_size, size_t new_size, void *target)
 {
-    PYM_OS_INJECT(PYM_OS_OP_REMAP_MOVE, NULL);
-    void *target = pym_os_map_aligned(new_size, alignment);
-    if (target == NULL)
-        return NULL;
-    void *moved = mremap(address, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, target);
+    void *moved = MAP_FAILED;
+#ifdef PYM_FAULT_INJECTION
+    if (!pym_os_injected(PYM_OS_OP_REMAP_MOVE))
+#endif
+        moved = mremap(address, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, target);
     if (moved == MAP_FAILED) {
         munmap(target, new_size);
         errno = ENOMEM;

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """regrtest_verdicts.py -- reduce one run of CPython's regression suite
 (`python3 -m test -j2 --junit-xml FILE ...`) to its verdicts, for
-tests/real/python_regrtest.sh to compare between a plain and a preloaded run.
+tests/real/python_regrtest.test to compare between a plain and a preloaded run.
 
 Usage: regrtest_verdicts.py STDOUT JUNIT_XML OUTPUT
 
@@ -50,12 +50,15 @@ def case_verdicts(xml_path):
     except (OSError, ET.ParseError) as exc:
         return None, str(exc)
     cases = {}
+    reasons = collections.Counter()
     for case in root.iter("testcase"):
         name = case.get("name", "?")
         verdict = "ok"
         for child in case:
             if child.tag in ("failure", "error", "skipped"):
                 verdict = child.tag
+                if child.tag == "skipped":
+                    reasons[re.sub(r"\s+", " ", child.text or child.get("message") or "?")[:90]] += 1
                 break
             if child.tag == "output":      # addExpectedFailure
                 verdict = "expected-failure"
@@ -65,7 +68,7 @@ def case_verdicts(xml_path):
         if name in cases and cases[name] != verdict:
             verdict = cases[name] + "," + verdict
         cases[name] = verdict
-    return cases, None
+    return cases, reasons
 
 
 def main():
@@ -73,12 +76,12 @@ def main():
         sys.exit("usage: regrtest_verdicts.py STDOUT JUNIT_XML OUTPUT")
     stdout_path, xml_path, out_path = sys.argv[1:]
     files = file_verdicts(stdout_path)
-    cases, error = case_verdicts(xml_path)
+    cases, reasons = case_verdicts(xml_path)
     lines = ["file %s %s" % (name, v) for name, v in files.items()]
     if cases is None:
         lines.append("junit-xml missing")
-        print("junit-xml: unreadable (%s)" % error)
-        cases = {}
+        print("junit-xml: unreadable (%s)" % reasons)
+        cases, reasons = {}, collections.Counter()
     lines += ["case %s %s" % (name, v) for name, v in cases.items()]
     with open(out_path, "w", encoding="utf-8") as f:
         f.write("".join(line + "\n" for line in sorted(lines)))
@@ -100,6 +103,8 @@ def main():
     bad = sorted(n for n, v in cases.items() if v not in ("ok", "skipped", "expected-failure"))
     for name in bad[:20]:
         print("  not ok: %s %s" % (name, cases[name]))
+    for reason, n in reasons.most_common(8):
+        print("  skipped %4d x %s" % (n, reason))
 
 
 if __name__ == "__main__":
