@@ -56,8 +56,9 @@ PYM_API size_t pym_usable_size(const void *ptr);
  * count (telling would take a scan of its pool's free list). */
 PYM_API int pym_owns(const void *ptr);
 
-/* Return the free blocks held in the calling thread's cache to their pools
- * (pools and arenas that become empty can then go back to the OS).  Threads
+/* Return the free blocks held in the calling thread's cache to their pools,
+ * and take back the thread's blocks other threads have freed (pools and
+ * arenas that become empty can then go back to the OS).  Threads
  * flush their caches when they exit; malloc_trim flushes the caller's. */
 PYM_API void pym_flush_thread_cache(void);
 

@@ -574,7 +574,11 @@ void pym_heap_free_slow(void *ptr, unsigned size_class)
 
 void pym_flush_thread_cache(void)
 {
-    pym_heap_flush_cache(pym_tls_heap);
+    pym_heap_t *heap = pym_tls_heap;
+    pym_heap_flush_cache(heap);
+    /* and take back this heap's blocks that other threads freed */
+    if (heap->state == PYM_HEAP_LIVE && __atomic_load_n(&heap->remote, __ATOMIC_RELAXED) != NULL)
+        pym_heap_collect_remote(heap);
 }
 
 void pym_heap_trim(pym_heap_t *heap)

@@ -42,14 +42,14 @@ typedef struct event {
 } event_t;
 static event_t log_events[LOG_SIZE];
 static int log_count;
-static void *seen_context;
+static void *_Atomic seen_context; /* written by every thread's hooks */
 static int allocate_in_hook;
 static atomic_long thread_allocs, thread_frees;
 static int counting_threads;
 
 static void on_alloc(void *ptr, size_t size, void *context)
 {
-    seen_context = context;
+    atomic_store(&seen_context, context);
     if (counting_threads) {
         atomic_fetch_add(&thread_allocs, 1);
         return;
@@ -64,7 +64,7 @@ static void on_alloc(void *ptr, size_t size, void *context)
 
 static void on_free(void *ptr, void *context)
 {
-    seen_context = context;
+    atomic_store(&seen_context, context);
     if (counting_threads) {
         atomic_fetch_add(&thread_frees, 1);
         return;
@@ -127,7 +127,7 @@ static void check_every_entry_point(void)
     log_count = 0;
     free_fn(NULL);
     expect("free(NULL)", 0, NULL);
-    CHECK(seen_context == &context_marker, "the context pointer reaches the hooks");
+    CHECK(atomic_load(&seen_context) == (void *)&context_marker, "the context pointer reaches the hooks");
 }
 
 static void check_hook_that_allocates(void)

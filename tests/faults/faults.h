@@ -41,11 +41,21 @@
 typedef struct sampled_iter {
     size_t size, limit, at;
     int phase; /* 0: head (or the whole block), 1: stride runs, 2: tail, 3: done */
+    size_t full_max; /* blocks up to this size are one span */
+    size_t stride;   /* distance between the 64-byte runs */
 } sampled_iter_t;
 
 static inline sampled_iter_t sampled_spans(size_t size, size_t limit)
 {
-    sampled_iter_t it = {size, limit < size ? limit : size, SAMPLED_STRIDE, 0};
+    sampled_iter_t it = {size, limit < size ? limit : size, SAMPLED_STRIDE, 0, SAMPLED_FULL_MAX, SAMPLED_STRIDE};
+    return it;
+}
+
+/* The same with blocks up to `full_max` (>= 2 * SAMPLED_EDGE) covered whole
+ * and the 64-byte runs `stride` bytes apart (a multiple of 4096). */
+static inline sampled_iter_t sampled_spans_tuned(size_t size, size_t limit, size_t full_max, size_t stride)
+{
+    sampled_iter_t it = {size, limit < size ? limit : size, stride, 0, full_max, stride};
     return it;
 }
 
@@ -55,8 +65,8 @@ static inline bool sampled_next(sampled_iter_t *it, size_t *offset, size_t *leng
         size_t start, end;
         if (it->phase == 0) {
             start = 0;
-            end = it->size <= SAMPLED_FULL_MAX ? it->size : SAMPLED_EDGE;
-            it->phase = it->size <= SAMPLED_FULL_MAX ? 3 : 1;
+            end = it->size <= it->full_max ? it->size : SAMPLED_EDGE;
+            it->phase = it->size <= it->full_max ? 3 : 1;
         } else if (it->phase == 1) {
             if (it->at + SAMPLED_RUN > it->size - SAMPLED_EDGE) {
                 it->phase = 2;
@@ -64,7 +74,7 @@ static inline bool sampled_next(sampled_iter_t *it, size_t *offset, size_t *leng
             }
             start = it->at;
             end = it->at + SAMPLED_RUN;
-            it->at += SAMPLED_STRIDE;
+            it->at += it->stride;
         } else if (it->phase == 2) {
             start = it->size - SAMPLED_EDGE;
             end = it->size;
