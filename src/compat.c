@@ -119,6 +119,19 @@ PYM_EXPORT void malloc_stats(void)
     pym_stats_print(stderr);
 }
 
+/* The totals glibc's XML gives per heap and for the whole process (one heap
+ * here, so the same figures twice). */
+static void pym_xml_totals(FILE *stream, const pym_totals_t *totals, const char *free_kind)
+{
+    fprintf(stream, "<total type=\"%s\" count=\"%zu\" size=\"%zu\"/>\n", free_kind, totals->free_blocks,
+            totals->free_bytes);
+    fprintf(stream, "<total type=\"mmap\" count=\"%zu\" size=\"%zu\"/>\n", totals->large_count, totals->large_bytes);
+    fprintf(stream, "<system type=\"current\" size=\"%zu\"/>\n", totals->mapped_bytes);
+    fprintf(stream, "<system type=\"max\" size=\"%zu\"/>\n", totals->mapped_peak_bytes);
+    fprintf(stream, "<aspace type=\"total\" size=\"%zu\"/>\n", totals->mapped_bytes);
+    fprintf(stream, "<aspace type=\"mprotect\" size=\"%zu\"/>\n", totals->mapped_bytes);
+}
+
 PYM_EXPORT int malloc_info(int options, FILE *stream)
 {
     if (options != 0 || stream == NULL) { /* glibc: options must be zero */
@@ -141,20 +154,10 @@ PYM_EXPORT int malloc_info(int options, FILE *stream)
         previous = cls->block_size;
     }
     fprintf(stream, "</sizes>\n");
-    fprintf(stream, "<total type=\"pools\" count=\"%zu\" size=\"%zu\"/>\n", totals.free_blocks, totals.free_bytes);
-    fprintf(stream, "<total type=\"mmap\" count=\"%zu\" size=\"%zu\"/>\n", totals.large_count, totals.large_bytes);
-    fprintf(stream, "<system type=\"current\" size=\"%zu\"/>\n", totals.mapped_bytes);
-    fprintf(stream, "<system type=\"max\" size=\"%zu\"/>\n", totals.mapped_peak_bytes);
-    fprintf(stream, "<aspace type=\"total\" size=\"%zu\"/>\n", totals.mapped_bytes);
-    fprintf(stream, "<aspace type=\"mprotect\" size=\"%zu\"/>\n", totals.mapped_bytes);
+    pym_xml_totals(stream, &totals, "pools");
     fprintf(stream, "</heap>\n");
     fprintf(stream, "<total type=\"fast\" count=\"0\" size=\"0\"/>\n");
-    fprintf(stream, "<total type=\"rest\" count=\"%zu\" size=\"%zu\"/>\n", totals.free_blocks, totals.free_bytes);
-    fprintf(stream, "<total type=\"mmap\" count=\"%zu\" size=\"%zu\"/>\n", totals.large_count, totals.large_bytes);
-    fprintf(stream, "<system type=\"current\" size=\"%zu\"/>\n", totals.mapped_bytes);
-    fprintf(stream, "<system type=\"max\" size=\"%zu\"/>\n", totals.mapped_peak_bytes);
-    fprintf(stream, "<aspace type=\"total\" size=\"%zu\"/>\n", totals.mapped_bytes);
-    fprintf(stream, "<aspace type=\"mprotect\" size=\"%zu\"/>\n", totals.mapped_bytes);
+    pym_xml_totals(stream, &totals, "rest");
     fprintf(stream, "</malloc>\n");
     return 0;
 }

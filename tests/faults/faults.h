@@ -27,6 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "pymalloc.h"
 #include "testlib.h"
 
 #define SAMPLED_FULL_MAX (256 * 1024) /* blocks up to this size are filled and checked whole */
@@ -162,6 +163,19 @@ static inline size_t proc_status_kib(const char *name)
             line++;
     }
     return 0;
+}
+
+/* Blocks in use according to pymalloc's statistics, after the calling
+ * thread's cache is flushed and its remote list collected. */
+static inline size_t blocks_in_use(void)
+{
+    pym_flush_thread_cache();
+    pym_stats_t stats;
+    pym_stats_get(&stats);
+    size_t in_use = stats.large_count;
+    for (int c = 0; c < PYM_STATS_CLASSES; c++)
+        in_use += stats.classes[c].blocks_used;
+    return in_use;
 }
 
 static inline size_t rss_kib(void)

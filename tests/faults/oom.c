@@ -102,18 +102,6 @@ static void live_free_all(void)
     live_count = 0;
 }
 
-/* Blocks in use according to the statistics (thread caches flushed). */
-static size_t blocks_in_use(void)
-{
-    pym_flush_thread_cache();
-    pym_stats_t stats;
-    pym_stats_get(&stats);
-    size_t in_use = stats.large_count;
-    for (int c = 0; c < PYM_STATS_CLASSES; c++)
-        in_use += stats.classes[c].blocks_used;
-    return in_use;
-}
-
 static unsigned long injected_failures(void)
 {
     unsigned long failed;

@@ -188,17 +188,6 @@ static size_t mailbox_count(void)
     return count;
 }
 
-static size_t blocks_in_use(void)
-{
-    settle();
-    pym_stats_t stats;
-    pym_stats_get(&stats);
-    size_t in_use = stats.large_count;
-    for (int c = 0; c < PYM_STATS_CLASSES; c++)
-        in_use += stats.classes[c].blocks_used;
-    return in_use;
-}
-
 int main(int argc, char **argv)
 {
     long threads = 100000, concurrent = 4, bound_mib = 8, rss_bound_mib = -1;
