@@ -587,12 +587,6 @@ static PYM_ALWAYS_INLINE bool pym_pool_info_has_block(const pym_pool_info_t *inf
            < __atomic_load_n(&info->carved, __ATOMIC_RELAXED);
 }
 
-/* End of the pool's block area, as an offset from its first block. */
-static inline uint32_t pym_pool_area_bytes(const pym_pool_t *pool)
-{
-    const pym_class_t *cls = &pym_classes[pool->size_class];
-    return cls->capacity * cls->block_size;
-}
 
 static inline size_t pym_align_up(size_t value, size_t alignment)
 {
