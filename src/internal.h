@@ -516,6 +516,8 @@ typedef struct pym_options {
 } pym_options_t;
 PYM_INTERNAL extern pym_options_t pym_options;
 PYM_INTERNAL void pym_options_load(void);
+/* An environment variable's value, read without allocating; NULL if unset. */
+PYM_INTERNAL const char *pym_env_lookup(const char *name);
 /* Apply "NAME=VALUE,..." (the compiled-in default's syntax); malformed items
  * are reported naming `source`. */
 PYM_INTERNAL void pym_options_apply_string(const char *conf, const char *source);

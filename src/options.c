@@ -54,7 +54,7 @@ pym_options_t pym_options = {
 static char pym_proc_environ[64 * 1024]; /* copy of /proc/self/environ when environ is not yet set */
 static size_t pym_proc_environ_length;
 
-static const char *pym_env_lookup(const char *name)
+const char *pym_env_lookup(const char *name)
 {
     size_t name_length = strlen(name);
     if (environ != NULL) {

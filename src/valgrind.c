@@ -9,7 +9,8 @@
  * VALGRIND_MALLOCLIKE_BLOCK and each block it gives back with
  * VALGRIND_FREELIKE_BLOCK: memcheck then reports leaks, reads of freed or
  * never-written memory and frees of bad pointers as it does for glibc.  Not
- * on valgrind, none of this runs (one check at start-up).
+ * on valgrind, or on a valgrind tool that does not track heap blocks
+ * (callgrind, cachegrind), none of this runs (one check at start-up).
  *
  * pymalloc itself writes a link into the first word of a free block (pool
  * free lists, remote chains); that word is made accessible again right after
@@ -32,10 +33,22 @@
 #include <valgrind/memcheck.h>
 #endif
 
+/* Only the tools that track heap blocks want the annotations (memcheck,
+ * and massif and dhat, which honour them too); valgrind names the tool in the
+ * preload it gives the program.  Under callgrind or cachegrind pymalloc runs
+ * its normal paths, so their counts are pymalloc's real ones. */
+static bool pym_valgrind_tool_tracks_heap(void)
+{
+    const char *preload = pym_env_lookup("LD_PRELOAD");
+    return preload != NULL
+           && (strstr(preload, "vgpreload_memcheck") != NULL || strstr(preload, "vgpreload_massif") != NULL
+               || strstr(preload, "vgpreload_dhat") != NULL);
+}
+
 void pym_valgrind_init(void)
 {
 #ifdef HAVE_VALGRIND_MEMCHECK_H
-    if (RUNNING_ON_VALGRIND) {
+    if (RUNNING_ON_VALGRIND && pym_valgrind_tool_tracks_heap()) {
         pym_under_valgrind = 1;
         if (pym_options.debug) { /* memcheck's checks cover debug mode's, which would confuse them */
             pym_report("pymalloc: PYMALLOC_DEBUG is ignored under valgrind (memcheck checks every block)");
