@@ -28,22 +28,10 @@
 
 #include "pymalloc.h"
 #include "check.h"
+#include "testlib.h"
 
 static void *(*volatile malloc_fn)(size_t) = malloc;
 static void (*volatile free_fn)(void *) = free;
-
-static long rss_kib(void)
-{
-    FILE *status = fopen("/proc/self/status", "r");
-    char line[256];
-    long value = -1;
-    while (status != NULL && fgets(line, sizeof line, status) != NULL)
-        if (sscanf(line, "VmRSS: %ld", &value) == 1)
-            break;
-    if (status != NULL)
-        fclose(status);
-    return value;
-}
 
 static void check_mallinfo(void)
 {
@@ -95,9 +83,9 @@ static void check_malloc_trim(void)
             free_fn(blocks[i]);
     pym_stats_t loaded;
     pym_stats_get(&loaded);
-    long rss_loaded = rss_kib();
+    long rss_loaded = (long)rss_kib();
     CHECK(malloc_trim(0) == 1, "malloc_trim gives memory back after 40 MB were freed");
-    long rss_trimmed = rss_kib();
+    long rss_trimmed = (long)rss_kib();
     pym_stats_t trimmed;
     pym_stats_get(&trimmed);
     printf("malloc_trim: RSS %ld -> %ld KiB, mapped %zu -> %zu bytes\n", rss_loaded, rss_trimmed, loaded.mapped_bytes,

@@ -18,20 +18,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-enum { SMALL_COUNT = 10000000, MEDIUM_COUNT = 100000 };
+#include "testlib.h"
 
-static long rss_kib(void)
-{
-    FILE *status = fopen("/proc/self/status", "r");
-    char line[256];
-    long value = -1;
-    while (status != NULL && fgets(line, sizeof line, status) != NULL)
-        if (sscanf(line, "VmRSS: %ld", &value) == 1)
-            break;
-    if (status != NULL)
-        fclose(status);
-    return value;
-}
+enum { SMALL_COUNT = 10000000, MEDIUM_COUNT = 100000 };
 
 static void *map_array(size_t count)
 {
@@ -48,7 +37,7 @@ int main(int argc, char **argv)
     int trim = argc > 1 && strcmp(argv[1], "trim") == 0;
     char **small = map_array(SMALL_COUNT);
     char **medium = map_array(MEDIUM_COUNT);
-    long start = rss_kib();
+    long start = (long)rss_kib();
     for (long i = 0; i < SMALL_COUNT; i++) {
         size_t length = 8 + (size_t)(i % 40);
         if ((small[i] = malloc(length)) == NULL) {
@@ -65,7 +54,7 @@ int main(int argc, char **argv)
         }
         memset(medium[i], 'm', length);
     }
-    long peak = rss_kib();
+    long peak = (long)rss_kib();
     long damaged = 0;
     for (long i = 0; i < SMALL_COUNT; i++) {
         damaged += small[i][0] != 'a' + (int)(i % 26);
@@ -75,10 +64,10 @@ int main(int argc, char **argv)
         free(medium[i]);
     munmap(small, SMALL_COUNT * sizeof(char *));
     munmap(medium, MEDIUM_COUNT * sizeof(char *));
-    long freed = rss_kib();
+    long freed = (long)rss_kib();
     if (trim)
         malloc_trim(0);
     sleep(1);
-    printf("start=%ld peak=%ld freed=%ld end=%ld damaged=%ld\n", start, peak, freed, rss_kib(), damaged);
+    printf("start=%ld peak=%ld freed=%ld end=%ld damaged=%ld\n", start, peak, freed, (long)rss_kib(), damaged);
     return damaged == 0 ? 0 : 1;
 }

@@ -29,12 +29,14 @@
 #ifndef PYM_TEST_TESTLIB_H
 #define PYM_TEST_TESTLIB_H
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ---- random numbers and time ------------------------------------------------------ */
 static inline uint64_t rng_next(uint64_t *state)
@@ -172,6 +174,40 @@ static inline int thread_slots_wait(thread_slots_t *slots, int count)
         }
         pthread_cond_wait(&slots->finished, &slots->lock);
     }
+}
+
+/* ---- process memory (no malloc: safe whatever the allocator) ---------- */
+/* A "Name:   1234 kB" field of /proc/self/status, in KiB; 0 when absent. */
+static inline size_t proc_status_kib(const char *name)
+{
+    char buffer[4096];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t got = read(fd, buffer, sizeof(buffer) - 1);
+    close(fd);
+    if (got <= 0)
+        return 0;
+    buffer[got] = '\0';
+    size_t name_length = strlen(name);
+    for (char *line = buffer; line != NULL && *line != '\0';) {
+        if (strncmp(line, name, name_length) == 0 && line[name_length] == ':')
+            return (size_t)strtoull(line + name_length + 1, NULL, 10);
+        line = strchr(line, '\n');
+        if (line != NULL)
+            line++;
+    }
+    return 0;
+}
+
+static inline size_t rss_kib(void)
+{
+    return proc_status_kib("VmRSS");
+}
+
+static inline size_t vm_kib(void)
+{
+    return proc_status_kib("VmSize");
 }
 
 #endif

@@ -10,7 +10,6 @@
  *       memset of megabytes.  Sizes below 8 hold the tag's fill byte only.
  *   sampled_ok_prefix(block, size, tag, limit)
  *       the same check clipped to the first `limit` bytes (realloc's kept part)
- *   rss_kib()    VmRSS of this process from /proc/self/status (no malloc)
  *   vm_kib()     VmSize, same source
  *
  * Everything is static inline and uses only the C library: the helpers
@@ -142,29 +141,6 @@ static inline bool sampled_zero(const void *block, size_t size)
     return true;
 }
 
-/* A "Name:   1234 kB" field of /proc/self/status, in KiB; 0 when absent. */
-static inline size_t proc_status_kib(const char *name)
-{
-    char buffer[4096];
-    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t got = read(fd, buffer, sizeof(buffer) - 1);
-    close(fd);
-    if (got <= 0)
-        return 0;
-    buffer[got] = '\0';
-    size_t name_length = strlen(name);
-    for (char *line = buffer; line != NULL && *line != '\0';) {
-        if (strncmp(line, name, name_length) == 0 && line[name_length] == ':')
-            return (size_t)strtoull(line + name_length + 1, NULL, 10);
-        line = strchr(line, '\n');
-        if (line != NULL)
-            line++;
-    }
-    return 0;
-}
-
 /* Blocks in use according to pymalloc's statistics, after the calling
  * thread's cache is flushed and its remote list collected. */
 static inline size_t blocks_in_use(void)
@@ -176,16 +152,6 @@ static inline size_t blocks_in_use(void)
     for (int c = 0; c < PYM_STATS_CLASSES; c++)
         in_use += stats.classes[c].blocks_used;
     return in_use;
-}
-
-static inline size_t rss_kib(void)
-{
-    return proc_status_kib("VmRSS");
-}
-
-static inline size_t vm_kib(void)
-{
-    return proc_status_kib("VmSize");
 }
 
 #endif
