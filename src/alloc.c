@@ -209,10 +209,17 @@ void *pym_calloc(size_t count, size_t size)
             errno = ENOMEM;
             return NULL;
         }
+        /* Pool and span blocks are zeroed after they are reported: under
+         * memcheck the block is not the program's (writable) before. */
+        bool zero_after = !pym_options.debug && total <= PYM_MEDIUM_MAX;
         pym_hooks_suspend();
-        void *block = pym_options.debug ? pym_debug_malloc(total, true) : pym_calloc_unhooked(count, size);
+        void *block = pym_options.debug ? pym_debug_malloc(total, true)
+                      : zero_after      ? pym_malloc_unhooked(total)
+                                        : pym_calloc_unhooked(count, size);
         pym_hooks_resume();
         pym_hooks_report_alloc(block, total, true);
+        if (zero_after && block != NULL)
+            memset(block, 0, total);
         return block;
     }
     return pym_calloc_unhooked(count, size);

@@ -80,6 +80,8 @@ static pym_arena_t *pym_chunk_acquire(uint8_t kind)
          * the kernel and return as zeros (= unused pool headers). */
         if (kind == PYM_CHUNK_SMALL && arena->kind != PYM_CHUNK_SMALL)
             pym_os_decommit((void *)arena->base, PYM_CHUNK_SIZE);
+        if (PYM_UNLIKELY(pym_under_valgrind))
+            pym_valgrind_reclaim((void *)arena->base, PYM_CHUNK_SIZE);
     } else {
         void *base = pym_os_map_aligned(PYM_CHUNK_SIZE, PYM_CHUNK_SIZE);
         if (base == NULL)

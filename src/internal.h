@@ -458,6 +458,9 @@ PYM_INTERNAL extern int pym_under_valgrind; /* running on valgrind (memcheck ann
 PYM_INTERNAL void pym_valgrind_init(void);
 PYM_INTERNAL void pym_valgrind_malloclike(void *ptr, size_t size, bool zeroed);
 PYM_INTERNAL void pym_valgrind_freelike(void *ptr);
+/* Memory starting a new life (a pool or span set up for a class, a cached
+ * chunk reused) is pymalloc's again: accessible to its own writes. */
+PYM_INTERNAL void pym_valgrind_reclaim(void *start, size_t size);
 PYM_INTERNAL void *pym_valgrind_realloc(void *ptr, size_t size);
 
 /* ---- debug mode (debug.c), PYMALLOC_DEBUG=1 ---------------------------------- */
@@ -500,6 +503,13 @@ PYM_INTERNAL void pym_os_inject_counters(unsigned ops, unsigned long *seen, unsi
 PYM_INTERNAL void *pym_meta_alloc(size_t size);
 PYM_INTERNAL void pym_meta_free(void *ptr, size_t size);
 PYM_INTERNAL extern pthread_mutex_t pym_meta_lock;
+
+/* ---- the GC side API (gc.c) ---------------------------------------------- */
+/* Fork handlers of the collector's lock; they only read a flag when the
+ * program never used the API. */
+PYM_INTERNAL void pym_gc_fork_prepare(void);
+PYM_INTERNAL void pym_gc_fork_parent(void);
+PYM_INTERNAL void pym_gc_fork_child(void);
 
 /* ---- options (options.c) ------------------------------------------------ */
 typedef struct pym_options {

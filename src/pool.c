@@ -81,10 +81,13 @@ void pym_pool_init(pym_pool_t *pool, unsigned size_class, pym_heap_t *owner)
     /* Debug mode reads a freed block's old header when the block is handed
      * out again (debug.c); a pool changing class would show it headers and
      * free-list links of the other layout, so its old contents go. */
-    if (PYM_UNLIKELY(pym_options.debug) && pool->size_class != size_class) {
-        char *first = size_class < PYM_SMALL_CLASSES ? (char *)pool + PYM_POOL_HEADER_SIZE : (char *)pool->arena->base;
+    char *first = size_class < PYM_SMALL_CLASSES ? (char *)pool + PYM_POOL_HEADER_SIZE : (char *)pool->arena->base;
+    if (PYM_UNLIKELY(pym_options.debug) && pool->size_class != size_class)
         memset(first, 0, (size_t)cls->capacity * cls->block_size);
-    }
+    /* Under memcheck the blocks of the pool's previous life are marked
+     * freed except their first word; the new layout links elsewhere. */
+    if (PYM_UNLIKELY(pym_under_valgrind))
+        pym_valgrind_reclaim(first, (size_t)cls->capacity * cls->block_size);
     pool->size_class = (uint8_t)size_class;
     pool->free = NULL;
     pool->used = 0;

@@ -15,7 +15,11 @@
  * pymalloc itself writes a link into the first word of a free block (pool
  * free lists, remote chains); that word is made accessible again right after
  * the free is announced, so memcheck does not blame pymalloc -- at the price
- * of not seeing a program's stray read of exactly that word.
+ * of not seeing a program's stray read of exactly that word.  When a pool
+ * (or span) is set up for a class, possibly another one than before, or a
+ * cached chunk is reused (a span's chunk may become an arena of pools), the
+ * memory is made accessible again: new links and pool headers land at
+ * other offsets.
  *
  * realloc under valgrind always moves the block (malloc, copy, free), so
  * memcheck follows which bytes were ever written; the copy runs with error
@@ -94,6 +98,18 @@ void pym_valgrind_freelike(void *ptr)
     }
 #else
     (void)ptr;
+#endif
+}
+
+void pym_valgrind_reclaim(void *start, size_t size)
+{
+#ifdef HAVE_VALGRIND_MEMCHECK_H
+    /* Defined: pymalloc reads what it wrote (links, headers) or what a
+     * decommit left (zeros); each block handed out is re-described by
+     * MALLOCLIKE anyway. */
+    VALGRIND_MAKE_MEM_DEFINED(start, size);
+#else
+    (void)start, (void)size;
 #endif
 }
 

@@ -43,7 +43,7 @@ else
     fail "annotated: the program runs to its end under valgrind" "exit $(cat "$PYM_TMP/annotated.rc")"
 fi
 expect_in annotated "definitely lost: 1,000 bytes in 10 blocks" "the 10 leaked blocks are definitely lost"
-expect_in annotated "valgrind_leak.c:34" "the leak is traced to the line that allocated it"
+expect_in annotated "valgrind_leak.c:35" "the leak is traced to the line that allocated it"
 expect_in annotated "Invalid read of size 1" "the read of a freed block is reported"
 expect_in annotated "ERROR SUMMARY: 2 errors from 2 contexts" "and nothing else (leak + read)"
 if grep -q "pym_valgrind_malloclike" "$PYM_TMP/annotated.err"; then

@@ -5,7 +5,8 @@
  * freed block, one free of a pointer into the middle of a block (which
  * memcheck reports before pymalloc aborts, so it comes last).  Everything
  * else it allocates -- small, medium, large, calloc, realloc growing and
- * shrinking, from two threads -- is freed, and must not be reported.
+ * shrinking, from two threads, pools reused for other classes -- is freed,
+ * and must not be reported.
  * Built without pymalloc.
  */
 #include <pthread.h>
@@ -46,6 +47,18 @@ int main(int argc, char **argv)
     churn(NULL);
     pthread_join(thread, NULL);
     free_fn(big);
+    /* Chunks of medium spans reused as arenas of pools (900-byte blocks,
+     * then small ones), pools changing class (88-byte blocks, then 64 and
+     * 40 in the same pools), calloc reusing freed blocks: pymalloc's own
+     * writes there must not be reported. */
+    static void *many[20000];
+    static const size_t sizes[4] = { 900, 88, 64, 40 };
+    for (int round = 0; round < 4; round++) {
+        for (int i = 0; i < 20000; i++)
+            many[i] = round == 3 ? calloc(1, sizes[round]) : malloc_fn(sizes[round]);
+        for (int i = 0; i < 20000; i++)
+            free_fn(many[i]);
+    }
 
     volatile char *freed = malloc_fn(64);
     memset((char *)freed, 7, 64);
