@@ -13,8 +13,9 @@
  * child starts with consistent shared state; both parent and child release
  * them.  Because pymalloc registers its handlers first, at start-up, its
  * prepare handler runs after every other library's (which may allocate) and
- * its child handler before theirs.  Lock-free state (remote lists) is always
- * consistent at the instant of fork.
+ * its child handler before theirs.  The GC side API's lock (gc.c) is taken
+ * before pymalloc's locks, when the program ever used it.  Lock-free state
+ * (remote lists) is always consistent at the instant of fork.
  */
 #include "internal.h"
 
@@ -25,6 +26,7 @@ static pthread_mutex_t pym_init_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void pym_fork_prepare(void)
 {
+    pym_gc_fork_prepare(); /* first: its holder may need the locks below */
     pym_heap_lock_all();
     pthread_mutex_lock(&pym_large_lock);
     pthread_mutex_lock(&pym_arena_lock);
@@ -37,6 +39,7 @@ static void pym_fork_parent(void)
     pthread_mutex_unlock(&pym_arena_lock);
     pthread_mutex_unlock(&pym_large_lock);
     pym_heap_unlock_all();
+    pym_gc_fork_parent();
 }
 
 static void pym_fork_child(void)
@@ -46,6 +49,7 @@ static void pym_fork_child(void)
     pthread_mutex_unlock(&pym_arena_lock);
     pthread_mutex_unlock(&pym_large_lock);
     pym_heap_after_fork_child();
+    pym_gc_fork_child();
 }
 
 void pym_init_slow(void)

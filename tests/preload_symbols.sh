@@ -8,7 +8,10 @@ command -v nm >/dev/null 2>&1 || skip "nm (binutils) not found"
 command -v readelf >/dev/null 2>&1 || skip "readelf (binutils) not found"
 
 header=$PYM_SRCDIR/include/pymalloc.h
-[ -r "$header" ] || pym_die "header not found: $header (set PYM_SRCDIR)"
+gc_header=$PYM_SRCDIR/include/pymalloc/gc.h
+for h in "$header" "$gc_header"; do
+    [ -r "$h" ] || pym_die "header not found: $h (set PYM_SRCDIR)"
+done
 
 # "NAME TYPE" of every defined dynamic symbol.
 if ! nm -D --defined-only "$PYM_LIB" >"$PYM_TMP/nm.raw" 2>"$PYM_TMP/nm.err"; then
@@ -47,15 +50,17 @@ for sym in $pym_required; do
     fi
 done
 
-# ---- 2. the public pym_ names come from the header ------------------------------
-# Every declaration "PYM_API <type> pym_name(" (possibly "*pym_name(").
+# ---- 2. the public pym_ names come from the headers -----------------------------
+# Every declaration "PYM_API <type> pym_name(" (possibly "*pym_name("), in
+# pymalloc.h and in the GC side API's pymalloc/gc.h.
 sed -n 's/^[[:space:]]*PYM_API[^(]*[^A-Za-z0-9_]\(pym_[A-Za-z0-9_]*\)[[:space:]]*(.*/\1/p' \
-    "$header" | sort -u >"$PYM_TMP/api"
+    "$header" "$gc_header" | sort -u >"$PYM_TMP/api"
 api_count=$(wc -l <"$PYM_TMP/api" | tr -d ' ')
-if [ "$api_count" -ge 8 ]; then
-    pass "parsed $api_count PYM_API functions from include/pymalloc.h"
+gc_count=$(grep -c '^pym_gc_\|^pym_new$\|^pym_decref$' "$PYM_TMP/api")
+if [ "$api_count" -ge 8 ] && [ "$gc_count" -ge 10 ]; then
+    pass "parsed $api_count PYM_API functions from include/pymalloc.h and include/pymalloc/gc.h"
 else
-    fail "parse include/pymalloc.h" "found only $api_count PYM_API declarations"
+    fail "parse the headers" "found only $api_count PYM_API declarations ($gc_count of the GC API)"
 fi
 # The required API must be declared there too (catches a broken parser).
 for sym in $pym_required; do
