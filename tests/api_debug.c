@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "testlib.h"
 
 static void *(*volatile malloc_fn)(size_t) = malloc;
 static void *(*volatile calloc_fn)(size_t, size_t) = calloc;
@@ -94,45 +95,12 @@ static int run_case(const char *name)
 }
 
 /* ---- the parent's side ------------------------------------------------------- */
-typedef struct outcome {
-    int status;
-    char out[512];
-    char err[2048];
-} outcome_t;
+typedef child_outcome_t outcome_t;
 
-static void read_all(int fd, char *buffer, size_t size)
-{
-    size_t used = 0;
-    ssize_t got;
-    while (used + 1 < size && (got = read(fd, buffer + used, size - 1 - used)) > 0)
-        used += (size_t)got;
-    buffer[used] = '\0';
-}
-
+/* Run `self case` with PYMALLOC_DEBUG=1 (testlib.h). */
 static outcome_t run_child(const char *self, const char *name)
 {
-    outcome_t result = {0};
-    int out_pipe[2], err_pipe[2];
-    if (pipe(out_pipe) != 0 || pipe(err_pipe) != 0)
-        return result;
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(out_pipe[1], 1);
-        dup2(err_pipe[1], 2);
-        close(out_pipe[0]);
-        close(err_pipe[0]);
-        setenv("PYMALLOC_DEBUG", "1", 1);
-        execl(self, self, name, (char *)NULL);
-        _exit(127);
-    }
-    close(out_pipe[1]);
-    close(err_pipe[1]);
-    read_all(out_pipe[0], result.out, sizeof(result.out));
-    read_all(err_pipe[0], result.err, sizeof(result.err));
-    close(out_pipe[0]);
-    close(err_pipe[0]);
-    waitpid(pid, &result.status, 0);
-    return result;
+    return run_self_case(self, name, "1");
 }
 
 static void expect_report(const char *self, const char *name, const char *what, const char *size_text)

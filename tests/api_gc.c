@@ -66,6 +66,7 @@
 
 #include "check.h"
 #include "pymalloc/gc.h"
+#include "sections.h"
 #include "testlib.h"
 
 /* ---- the event log -------------------------------------------------------------- */
@@ -1748,10 +1749,7 @@ static void check_nothing_left(const char *name)
     CHECK(pym_gc_get_debug() == 0 && pym_gc_isenabled() == 1, "%s: debug flags or enabled left changed", name);
 }
 
-static const struct {
-    const char *name;
-    void (*run)(void);
-} sections[] = {
+static const test_section_t sections[] = {
     {"cycles", test_cycles},
     {"reachable", test_reachable},
     {"generations", test_generations},
@@ -1766,77 +1764,13 @@ static const struct {
     {"control", test_control},
 };
 
-#define SECTION_TIMEOUT_SECONDS 300 /* generous: valgrind runs are ~50 times slower */
-
-static void run_section(const char *name, void (*section)(void))
-{
-    int counts_pipe[2];
-    REQUIRE(pipe(counts_pipe) == 0, "pipe: %s", strerror(errno));
-    fflush(stdout);
-    fflush(stderr);
-    double start = now_seconds();
-    pid_t pid = fork();
-    REQUIRE(pid >= 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        close(counts_pipe[0]);
-        struct rlimit no_core = {0, 0};
-        setrlimit(RLIMIT_CORE, &no_core);
-        alarm(SECTION_TIMEOUT_SECONDS);
-        check_passed = check_failed = 0; /* the parent's counts were copied by fork */
-        section();
-        check_nothing_left(name);
-        int counts[2] = {check_passed, check_failed};
-        if (write(counts_pipe[1], counts, sizeof(counts)) != (ssize_t)sizeof(counts))
-            _exit(3);
-        fflush(stdout);
-        fflush(stderr);
-        exit(0); /* exit, not _exit: valgrind's leak check and exit code apply to the child too */
-    }
-    close(counts_pipe[1]);
-    int counts[2] = {0, 0};
-    ssize_t got = read(counts_pipe[0], counts, sizeof(counts));
-    close(counts_pipe[0]);
-    int status = 0;
-    REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid: %s", strerror(errno));
-    if (got == (ssize_t)sizeof(counts)) {
-        check_passed += counts[0];
-        check_failed += counts[1];
-    }
-    if (WIFSIGNALED(status))
-        CHECK(false, "%s: the test process died by signal %d (%s)%s", name, WTERMSIG(status),
-              strsignal(WTERMSIG(status)), WTERMSIG(status) == SIGALRM ? ": hang (no progress within the timeout)" : "");
-    else
-        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0 && got == (ssize_t)sizeof(counts),
-              "%s: the test process exited with status %d", name, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-    printf("%s: %.2f s\n", name, now_seconds() - start);
-}
-
-/* `api_gc N [M...]` runs parts N, M... (1..12, numbered as above) in this
- * process, one after the other (for debuggers); `api_gc --no-fork` runs all
- * parts in this process. */
+/* Each part in a forked child (tests/sections.h); `api_gc N [M...]` runs
+ * parts N, M... (1..12, numbered as above) in this process, one after the
+ * other (for debuggers); `api_gc --no-fork` runs all parts in this process.
+ * The timeout is generous: valgrind runs are ~50 times slower. */
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    int count = (int)(sizeof(sections) / sizeof(sections[0]));
-    double start = now_seconds();
-    if (argc > 1 && strcmp(argv[1], "--no-fork") == 0) {
-        for (int i = 0; i < count; i++) {
-            double part_start = now_seconds();
-            sections[i].run();
-            check_nothing_left(sections[i].name);
-            printf("%s: %.2f s\n", sections[i].name, now_seconds() - part_start);
-        }
-    } else if (argc > 1) {
-        for (int arg = 1; arg < argc; arg++) {
-            int only = atoi(argv[arg]);
-            REQUIRE(only >= 1 && only <= count, "usage: %s [--no-fork | part 1..%d ...]", argv[0], count);
-            sections[only - 1].run();
-            check_nothing_left(sections[only - 1].name);
-        }
-    } else {
-        for (int i = 0; i < count; i++)
-            run_section(sections[i].name, sections[i].run);
-    }
-    printf("total %.2f s\n", now_seconds() - start);
-    return check_finish();
+    return sections_main(argc, argv, sections, (int)(sizeof(sections) / sizeof(sections[0])), check_nothing_left,
+                         300);
 }

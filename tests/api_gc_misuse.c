@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "testlib.h"
 #include "pymalloc/gc.h"
 
 /* ---- types the children use ------------------------------------------------------ */
@@ -363,58 +364,13 @@ static int run_case(const char *name)
 }
 
 /* ---- the parent's side ------------------------------------------------------------ */
-typedef struct outcome {
-    int status;
-    char out[4096];
-    char err[8192];
-} outcome_t;
+typedef child_outcome_t outcome_t;
 
-static void read_all(int fd, char *buffer, size_t size)
-{
-    size_t used = 0;
-    ssize_t got;
-    while ((got = read(fd, buffer + used, size - 1 - used)) > 0) {
-        used += (size_t)got;
-        if (used + 1 == size) { /* full: drain the rest so the child never blocks */
-            char sink[512];
-            while (read(fd, sink, sizeof(sink)) > 0)
-                ;
-            break;
-        }
-    }
-    buffer[used] = '\0';
-}
-
-/* Run `self case` with PYMALLOC_DEBUG=debug; stdout and stderr captured.
- * stdout is read to the end first: the children write little to it. */
+/* Run `self case` with PYMALLOC_DEBUG=debug (testlib.h). */
 static outcome_t run_child(const char *self, const char *name, int debug)
 {
-    outcome_t result = {.status = -1};
-    int out_pipe[2], err_pipe[2];
-    REQUIRE(pipe(out_pipe) == 0 && pipe(err_pipe) == 0);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        dup2(out_pipe[1], 1);
-        dup2(err_pipe[1], 2);
-        close(out_pipe[0]);
-        close(err_pipe[0]);
-        close(out_pipe[1]);
-        close(err_pipe[1]);
-        setenv("PYMALLOC_DEBUG", debug ? "1" : "0", 1);
-        alarm(30);
-        execl(self, self, name, (char *)NULL);
-        _exit(127);
-    }
-    close(out_pipe[1]);
-    close(err_pipe[1]);
-    read_all(out_pipe[0], result.out, sizeof(result.out));
-    read_all(err_pipe[0], result.err, sizeof(result.err));
-    close(out_pipe[0]);
-    close(err_pipe[0]);
-    REQUIRE(waitpid(pid, &result.status, 0) == pid);
+    outcome_t result = run_self_case(self, name, debug ? "1" : "0");
+    REQUIRE(result.status != -1, "could not run the case %s", name);
     return result;
 }
 

@@ -34,7 +34,7 @@
  *      takes the lock, builds a cycle with a weak reference, collects it
  *      (the destructors and the callback run), allocates enough for an
  *      automatic collection and exits 0.
- * Each part runs in a forked child (run_section), so a crash or a hang is a
+ * Each part runs in a forked child (tests/sections.h), so a crash or a hang is a
  * failed check instead of the end of the test.  Shared counters touched
  * outside the lock are atomics: the test is clean under ThreadSanitizer.
  */
@@ -55,6 +55,7 @@
 
 #include "check.h"
 #include "pymalloc/gc.h"
+#include "sections.h"
 #include "testlib.h"
 
 #define WORKERS 4
@@ -605,72 +606,18 @@ static void test_fork(void)
     printf("fork: %ld background batches during %d forks\n", atomic_load(&background_batches), FORKS);
 }
 
-/* ---- sections --------------------------------------------------------------------------- */
-static void run_section(const char *name, void (*section)(void))
-{
-    int counts_pipe[2];
-    REQUIRE(pipe(counts_pipe) == 0, "pipe: %s", strerror(errno));
-    fflush(stdout);
-    fflush(stderr);
-    double start = now_seconds();
-    pid_t pid = fork();
-    REQUIRE(pid >= 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        close(counts_pipe[0]);
-        struct rlimit no_core = {0, 0};
-        setrlimit(RLIMIT_CORE, &no_core);
-        alarm(SECTION_TIMEOUT_SECONDS);
-        check_passed = check_failed = 0; /* the parent's counts were copied by fork */
-        section();
-        int counts[2] = {check_passed, check_failed};
-        if (write(counts_pipe[1], counts, sizeof(counts)) != (ssize_t)sizeof(counts))
-            _exit(3);
-        fflush(stdout);
-        fflush(stderr);
-        _exit(0);
-    }
-    close(counts_pipe[1]);
-    int counts[2] = {0, 0};
-    ssize_t got = read(counts_pipe[0], counts, sizeof(counts));
-    close(counts_pipe[0]);
-    int status = 0;
-    REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid: %s", strerror(errno));
-    if (got == (ssize_t)sizeof(counts)) {
-        check_passed += counts[0];
-        check_failed += counts[1];
-    }
-    if (WIFSIGNALED(status))
-        CHECK(false, "%s: the test process died by signal %d (%s)%s", name, WTERMSIG(status),
-              strsignal(WTERMSIG(status)), WTERMSIG(status) == SIGALRM ? ": hang (no progress within the timeout)" : "");
-    else
-        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0 && got == (ssize_t)sizeof(counts),
-              "%s: the test process exited with status 0x%x", name, status);
-    printf("%s: %.2f s\n", name, now_seconds() - start);
-}
-
-static const struct {
-    const char *name;
-    void (*run)(void);
-} sections[] = {
+/* ---- sections ----------------------------------------------------------------------- */
+static const test_section_t sections[] = {
     {"threads", test_threads},
     {"recursion", test_recursion},
     {"fork", test_fork},
 };
 
-/* `api_gc_threads N` runs part N (1..3, numbered as above) alone, in this
- * process (for debuggers and ThreadSanitizer). */
+/* Each part in a forked child (tests/sections.h); `api_gc_threads N` runs
+ * part N (1..3, numbered as above) in this process (for debuggers and
+ * ThreadSanitizer). */
 int main(int argc, char **argv)
 {
-    int count = (int)(sizeof(sections) / sizeof(sections[0]));
-    if (argc > 1) {
-        int only = atoi(argv[1]);
-        REQUIRE(only >= 1 && only <= count, "usage: %s [part 1..%d]", argv[0], count);
-        sections[only - 1].run();
-        return check_finish();
-    }
-    double start = now_seconds();
-    for (int i = 0; i < count; i++)
-        run_section(sections[i].name, sections[i].run);
-    printf("total %.2f s\n", now_seconds() - start);
-    return check_finish();
+    return sections_main(argc, argv, sections, (int)(sizeof(sections) / sizeof(sections[0])), NULL,
+                         SECTION_TIMEOUT_SECONDS);
 }

@@ -26,7 +26,7 @@
  *      heap free its blocks and allocate more (the shared heap); main frees
  *      what they hand over and the memory is reclaimed.
  * Every block carries a pattern that is verified before it is freed.  Each
- * part runs in a forked child (see run_section) so a crash or a hang is
+ * part runs in a forked child (tests/sections.h) so a crash or a hang is
  * reported as a failed check instead of ending the whole test.
  */
 #include <errno.h>
@@ -44,6 +44,7 @@
 
 #include "check.h"
 #include "pymalloc.h"
+#include "sections.h"
 #include "testlib.h"
 
 /* ---- helpers ------------------------------------------------------------------- */
@@ -690,59 +691,8 @@ static void test_exit_destructors(void)
 }
 
 /* Each part runs in a child forked from the (then single-threaded) main
- * thread, so that a crash or a hang in one part is reported as a failed
- * check and the other parts still run.  The child sends its check counts
- * back through a pipe. */
-#define SECTION_TIMEOUT_SECONDS 60
-
-static void run_section(const char *name, void (*section)(void))
-{
-    int counts_pipe[2];
-    REQUIRE(pipe(counts_pipe) == 0, "pipe: %s", strerror(errno));
-    fflush(stdout);
-    fflush(stderr);
-    double start = now_seconds();
-    pid_t pid = fork();
-    REQUIRE(pid >= 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        close(counts_pipe[0]);
-        struct rlimit no_core = {0, 0};
-        setrlimit(RLIMIT_CORE, &no_core);
-        alarm(SECTION_TIMEOUT_SECONDS);
-        check_passed = check_failed = 0; /* the parent's counts were copied by fork */
-        section();
-        CHECK(atomic_load(&failed_allocations) == 0, "%s: %zu failed allocations", name,
-              atomic_load(&failed_allocations));
-        int counts[2] = {check_passed, check_failed};
-        if (write(counts_pipe[1], counts, sizeof(counts)) != (ssize_t)sizeof(counts))
-            _exit(3);
-        fflush(stdout);
-        fflush(stderr);
-        _exit(0);
-    }
-    close(counts_pipe[1]);
-    int counts[2] = {0, 0};
-    ssize_t got = read(counts_pipe[0], counts, sizeof(counts));
-    close(counts_pipe[0]);
-    int status = 0;
-    REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid: %s", strerror(errno));
-    if (got == (ssize_t)sizeof(counts)) {
-        check_passed += counts[0];
-        check_failed += counts[1];
-    }
-    if (WIFSIGNALED(status))
-        CHECK(false, "%s: the test process died by signal %d (%s)%s", name, WTERMSIG(status),
-              strsignal(WTERMSIG(status)), WTERMSIG(status) == SIGALRM ? ": hang (no progress within the timeout)" : "");
-    else
-        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0 && got == (ssize_t)sizeof(counts),
-              "%s: the test process exited with status 0x%x", name, status);
-    printf("%s: %.2f s\n", name, now_seconds() - start);
-}
-
-static const struct {
-    const char *name;
-    void (*run)(void);
-} sections[] = {
+ * thread. */
+static const test_section_t sections[] = {
     {"producer/consumer", test_producer_consumer},
     {"handover and exit", test_handover_and_exit},
     {"short-lived threads", test_short_lived_threads},
@@ -750,22 +700,18 @@ static const struct {
     {"exit destructors", test_exit_destructors},
 };
 
-/* `api_threads N` runs part N (1..5, numbered as above) alone, in this process
+static void check_no_failed_allocations(const char *name)
+{
+    CHECK(atomic_load(&failed_allocations) == 0, "%s: %zu failed allocations", name,
+          atomic_load(&failed_allocations));
+}
+
+/* `api_threads N` runs part N (1..5, numbered as above) in this process
  * (for debuggers). */
 int main(int argc, char **argv)
 {
-    int count = (int)(sizeof(sections) / sizeof(sections[0]));
     void *volatile first = checked_malloc(16); /* the main thread gets its heap before any baseline */
     free(first);
-    if (argc > 1) {
-        int only = atoi(argv[1]);
-        REQUIRE(only >= 1 && only <= count, "usage: %s [part 1..%d]", argv[0], count);
-        sections[only - 1].run();
-        return check_finish();
-    }
-    double start = now_seconds();
-    for (int i = 0; i < count; i++)
-        run_section(sections[i].name, sections[i].run);
-    printf("total %.2f s\n", now_seconds() - start);
-    return check_finish();
+    return sections_main(argc, argv, sections, (int)(sizeof(sections) / sizeof(sections[0])),
+                         check_no_failed_allocations, 60);
 }

@@ -20,6 +20,10 @@
  *                               marks its slot (thread_slots_done), the main
  *                               thread waits for any finished slot to join
  *                               and reuse it (thread_slots_wait)
+ *   run_self_case(self, name, debug)
+ *                               run this test's own binary on one case as a
+ *                               child (PYMALLOC_DEBUG=debug unless NULL),
+ *                               its exit status, stdout and stderr captured
  *
  * Only the C library and POSIX threads are used, never pymalloc's API, so
  * the helper programs built without pymalloc (stress_threads,
@@ -31,10 +35,13 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -208,6 +215,75 @@ static inline size_t rss_kib(void)
 static inline size_t vm_kib(void)
 {
     return proc_status_kib("VmSize");
+}
+
+/* ---- one case of the test, run as a child process ------------------------------ */
+typedef struct child_outcome {
+    int status;                  /* waitpid status; -1: the child could not be run */
+    char out[4096];              /* its stdout (truncated) */
+    char err[8192];              /* its stderr (truncated) */
+} child_outcome_t;
+
+/* Read fd to its end into buffer (NUL-terminated, truncated), draining any
+ * excess so the writer never blocks. */
+static inline void read_all_fd(int fd, char *buffer, size_t size)
+{
+    size_t used = 0;
+    char sink[512];
+    for (;;) {
+        bool room = used + 1 < size;
+        ssize_t got = read(fd, room ? buffer + used : sink, room ? size - 1 - used : sizeof(sink));
+        if (got <= 0)
+            break;
+        if (room)
+            used += (size_t)got;
+    }
+    buffer[used] = '\0';
+}
+
+/* Run `self name` with PYMALLOC_DEBUG set to debug_value (NULL: inherited).
+ * stdout is read to its end before stderr: the cases write little there.
+ * A case still running after 30 s is killed by its alarm. */
+static inline child_outcome_t run_self_case(const char *self, const char *name, const char *debug_value)
+{
+    child_outcome_t result;
+    memset(&result, 0, sizeof(result));
+    result.status = -1;
+    int out_pipe[2], err_pipe[2];
+    if (pipe(out_pipe) != 0)
+        return result;
+    if (pipe(err_pipe) != 0) {
+        close(out_pipe[0]);
+        close(out_pipe[1]);
+        return result;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(out_pipe[1], 1);
+        dup2(err_pipe[1], 2);
+        close(out_pipe[0]);
+        close(err_pipe[0]);
+        close(out_pipe[1]);
+        close(err_pipe[1]);
+        if (debug_value != NULL)
+            setenv("PYMALLOC_DEBUG", debug_value, 1);
+        alarm(30);
+        execl(self, self, name, (char *)NULL);
+        _exit(127);
+    }
+    close(out_pipe[1]);
+    close(err_pipe[1]);
+    if (pid > 0) {
+        read_all_fd(out_pipe[0], result.out, sizeof(result.out));
+        read_all_fd(err_pipe[0], result.err, sizeof(result.err));
+        if (waitpid(pid, &result.status, 0) != pid)
+            result.status = -1;
+    }
+    close(out_pipe[0]);
+    close(err_pipe[0]);
+    return result;
 }
 
 #endif
