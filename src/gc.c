@@ -128,9 +128,12 @@ typedef struct pym_gc_state {
     size_t garbage_count, garbage_capacity;
     unsigned teardown_depth;     /* nested teardowns running */
     pym_object_header_t *teardown_queue; /* teardowns waiting for the outermost one */
-    void *quarantine[PYM_DEAD_QUARANTINE]; /* debug mode: dead blocks not yet freed */
-    unsigned quarantine_next;    /* next slot to reuse */
+    unsigned quarantine_next;    /* next slot of pym_gc_quarantine to reuse */
 } pym_gc_state_t;
+
+/* Debug mode: dead blocks not yet freed.  Kept out of pym_gc, whose
+ * initialiser would put these 8 KiB into initialised data. */
+static void *pym_gc_quarantine[PYM_DEAD_QUARANTINE];
 
 #define PYM_GC_GENERATION_INIT(i, threshold) \
     { { &pym_gc.generations[i].head, &pym_gc.generations[i].head }, threshold, 0 }
@@ -513,8 +516,8 @@ static void pym_object_release(pym_object_header_t *header)
     }
     header->refcount = PYM_REFCOUNT_DEAD;
     if (pym_options.debug) {
-        void *evicted = pym_gc.quarantine[pym_gc.quarantine_next];
-        pym_gc.quarantine[pym_gc.quarantine_next] = block;
+        void *evicted = pym_gc_quarantine[pym_gc.quarantine_next];
+        pym_gc_quarantine[pym_gc.quarantine_next] = block;
         pym_gc.quarantine_next = (pym_gc.quarantine_next + 1) % PYM_DEAD_QUARANTINE;
         block = evicted;
     }
