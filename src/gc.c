@@ -459,6 +459,7 @@ size_t pym_weakref_count(const void *obj)
 
 /* ---- allocation and teardown -------------------------------------------------------- */
 static void pym_collect_automatically(void);
+static void pym_gc_check_lock_holder(const char *caller);
 
 void *pym_new(const pym_type *type)
 {
@@ -479,6 +480,8 @@ void *pym_new(const pym_type *type)
         errno = EINVAL;
         return NULL;
     }
+    if (gc_type)
+        pym_gc_check_lock_holder("pym_new");
     size_t prefix = sizeof(pym_object_header_t) + (gc_type ? sizeof(pym_gc_links_t) : 0);
     if (type->size > (size_t)PTRDIFF_MAX - prefix) {
         errno = ENOMEM;
@@ -926,6 +929,7 @@ long pym_gc_collect(int generation)
         errno = EINVAL;
         return -1;
     }
+    pym_gc_check_lock_holder("pym_gc_collect");
     if (pym_gc.collecting)
         return 0;
     pym_gc.collecting = 1;
@@ -1236,6 +1240,20 @@ void pym_gc_unlock(void)
         return;
     __atomic_store_n(&pym_gc_lock_owned, 0, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&pym_gc_mutex);
+}
+
+/* PYMALLOC_DEBUG=1: once some thread has taken the lock, threads share the
+ * API, and the calls that change the collector's lists must come from the
+ * lock's holder.  (Not checked on incref/decref: they stay two instructions
+ * and a test.) */
+static void pym_gc_check_lock_holder(const char *caller)
+{
+    if (PYM_LIKELY(!pym_options.debug) || !__atomic_load_n(&pym_gc_lock_used, __ATOMIC_RELAXED)
+        || pym_gc_lock_is_mine())
+        return;
+    pym_report("pymalloc: %s: called without holding pym_gc_lock() while threads share the GC API (the lock "
+               "has been used); aborting (debug mode)", caller);
+    abort();
 }
 
 /* Fork (called by init.c's handlers, before pymalloc's own locks are taken

@@ -34,10 +34,14 @@
  *     (refused with a message, thresholds unchanged), tracking an object of
  *     a non-GC type (stays untracked), NULL for incref/decref/refcount/
  *     weakref_free (nothing happens);
+ *   - threads sharing the API: once another thread has taken pym_gc_lock,
+ *     pym_new of a GC type without the lock is aborted in debug mode (with
+ *     the lock it is fine), goes unchecked in release mode;
  *   - correct use (cycles, weakrefs with callbacks, finalizers, collections)
  *     prints nothing on stderr in either mode: no false alarm.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -195,6 +199,16 @@ static int visit_nothing(void *object, void *arg)
     return 0;
 }
 
+/* Another thread uses the API properly, under the lock. */
+static void *lock_and_release(void *unused)
+{
+    (void)unused;
+    pym_gc_lock();
+    pym_decref(pym_new(&node_type));
+    pym_gc_unlock();
+    return NULL;
+}
+
 static int run_case(const char *name)
 {
     if (strcmp(name, "new-null") == 0) {
@@ -271,6 +285,19 @@ static int run_case(const char *name)
               weakref_from_dealloc_errno);
         CHECK(deallocs == 2, "both objects died once (%d deallocs)", deallocs);
         collector_still_works();
+    } else if (strcmp(name, "unlocked-after-lock") == 0) {
+        pthread_t thread;
+        REQUIRE(pthread_create(&thread, NULL, lock_and_release, NULL) == 0);
+        REQUIRE(pthread_join(thread, NULL) == 0);
+        pym_gc_lock();
+        pym_decref(pym_new(&node_type));
+        pym_gc_unlock();
+        printf("locked call ok\n");
+        fflush(stdout);
+        void *unlocked = pym_new(&node_type); /* the bug: threads share the API, this thread holds no lock */
+        printf("continued\n");
+        CHECK(unlocked != NULL, "release mode: the unlocked pym_new still works");
+        pym_decref(unlocked);
     } else if (strcmp(name, "collector-arguments") == 0) {
         int bad_generations[] = {-1, 3, 1000};
         for (int i = 0; i < 3; i++) {
@@ -474,6 +501,22 @@ int main(int argc, char **argv)
     CHECK(exited_zero(&weak), "weakref-dead: the child's checks pass (status %#x):\n%s%s", weak.status, weak.out,
           weak.err);
 #endif
+
+    /* Threads share the API: the lock holder check of debug mode. */
+    for (int debug = 0; debug <= 1; debug++) {
+        outcome_t shared = run_child(self, "unlocked-after-lock", debug);
+        CHECK(strstr(shared.out, "locked call ok") != NULL, "unlocked-after-lock (PYMALLOC_DEBUG=%d): calls under "
+              "the lock pass:\n%s%s", debug, shared.out, shared.err);
+        if (debug) {
+            CHECK(aborted(&shared) && strstr(shared.out, "continued") == NULL,
+                  "unlocked-after-lock: debug mode aborts the unlocked pym_new (status %#x)", shared.status);
+            CHECK(strstr(shared.err, "pym_new") && strstr(shared.err, "without holding pym_gc_lock"),
+                  "unlocked-after-lock: the report names pym_new and the missing lock:\n%s", shared.err);
+        } else {
+            CHECK(exited_zero(&shared) && strstr(shared.out, "continued") != NULL && shared.err[0] == '\0',
+                  "unlocked-after-lock: release mode does not check (status %#x):\n%s", shared.status, shared.err);
+        }
+    }
 
     /* The collector's arguments. */
     outcome_t arguments = run_child(self, "collector-arguments", 0);

@@ -36,6 +36,9 @@
  * pym_gc_lock() while it calls any function here or touches GC-managed
  * objects; refcounts are plain integers under that lock.  The lock is
  * recursive (finalizers and callbacks may take it again) and fork-safe.
+ * With PYMALLOC_DEBUG=1, once any thread has taken the lock, pym_new (of a
+ * GC type), pym_weakref_new and pym_gc_collect abort when the caller does
+ * not hold it.
  *
  * Misuse: pym_new(NULL), a PYM_TYPE_GC type without `traverse` or unknown
  * flags fail with EINVAL and a message on stderr.  Decref of an object that
