@@ -347,9 +347,12 @@ const pym_type *pym_type_of(const void *obj)
  * from its referents), then run the callbacks in chain order.  Every
  * reference is held while the callbacks run so that none is freed under the
  * walk; one whose only remaining holder is this walk was freed by its owner
- * and gets no callback.  Under a collection, references that are themselves
- * garbage get none either. */
-static size_t pym_weakrefs_dispatch(struct pym_weakref *batch, bool skip_garbage)
+ * and gets no callback.  Nor does one that is itself garbage of the running
+ * collection (flagged COLLECTING: only the unreachable set carries the flag
+ * once the analysis is done) -- whether its referent is garbage too or an
+ * outside object that dies while the garbage is finalized or cleared: its
+ * callback could reach objects already cleared (CPython's bpo-38006). */
+static size_t pym_weakrefs_dispatch(struct pym_weakref *batch)
 {
     size_t callbacks_run = 0;
     for (struct pym_weakref *ref = batch; ref != NULL; ref = ref->older) {
@@ -358,7 +361,7 @@ static size_t pym_weakrefs_dispatch(struct pym_weakref *batch, bool skip_garbage
     }
     for (struct pym_weakref *ref = batch; ref != NULL; ref = ref->older) {
         pym_object_header_t *ref_header = pym_header_of(ref);
-        bool garbage = skip_garbage && (ref_header->state & PYM_OBJECT_COLLECTING);
+        bool garbage = (ref_header->state & PYM_OBJECT_COLLECTING) != 0;
         if (ref->callback != NULL && ref_header->refcount > 1 && !garbage) {
             ref->callback(ref, ref->arg);
             callbacks_run++;
@@ -549,14 +552,14 @@ static void pym_object_finish(pym_object_header_t *header)
         if (gc_type && pym_links_of(header)->next != NULL)
             pym_untrack(header);
         if (header->weakrefs != NULL) /* taken by the finalizer */
-            pym_weakrefs_dispatch(pym_weakrefs_detach(header), false);
+            pym_weakrefs_dispatch(pym_weakrefs_detach(header));
     }
     if (type->clear != NULL)
         type->clear(obj);
     if (type->dealloc != NULL)
         type->dealloc(obj);
     if (header->weakrefs != NULL)
-        pym_weakrefs_dispatch(pym_weakrefs_detach(header), false);
+        pym_weakrefs_dispatch(pym_weakrefs_detach(header));
     pym_object_release(header);
 }
 
@@ -572,7 +575,7 @@ static void pym_object_die(pym_object_header_t *header)
     if (header->type == &pym_weakref_type)
         pym_weakref_clear(pym_payload_of(header));
     if (header->weakrefs != NULL)
-        pym_weakrefs_dispatch(pym_weakrefs_detach(header), false);
+        pym_weakrefs_dispatch(pym_weakrefs_detach(header));
     if (pym_gc.teardown_depth >= PYM_TEARDOWN_DEPTH) {
         header->next_queued = pym_gc.teardown_queue;
         pym_gc.teardown_queue = header;
@@ -730,7 +733,7 @@ static size_t pym_handle_weakrefs(pym_gc_links_t *unreachable)
         for (tail = list; tail->older != NULL; tail = tail->older) {
         }
     }
-    return batch != NULL ? pym_weakrefs_dispatch(batch, true) : 0;
+    return batch != NULL ? pym_weakrefs_dispatch(batch) : 0;
 }
 
 /* Run the finalizers not run yet; returns how many ran. */
