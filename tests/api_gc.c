@@ -535,12 +535,9 @@ static void test_cycles(void)
 }
 
 /* ---- 2. reachable from outside ------------------------------------------------- */
-static void test_reachable(void)
+/* n[0] <-> n[1], n[1] -> n[2] -> n[3] <-> n[4], each node held once by n[]. */
+static void build_two_cycles(node_t *n[5])
 {
-    /* a <-> b, b -> c -> d <-> e; we keep a. */
-    CHECK_COLLECT(2, 0);
-    size_t deallocated_before = deallocated, finalized_before = finalized;
-    node_t *n[5];
     for (int i = 0; i < 5; i++)
         n[i] = node_new(&gc_type);
     node_set(n[0], 0, n[1]);
@@ -549,6 +546,15 @@ static void test_reachable(void)
     node_set(n[2], 0, n[3]);
     node_set(n[3], 0, n[4]);
     node_set(n[4], 0, n[3]);
+}
+
+static void test_reachable(void)
+{
+    /* a <-> b, b -> c -> d <-> e; we keep a. */
+    CHECK_COLLECT(2, 0);
+    size_t deallocated_before = deallocated, finalized_before = finalized;
+    node_t *n[5];
+    build_two_cycles(n);
     node_t *a = n[0], *b = n[1], *c = n[2], *d = n[3], *e = n[4];
     drop_all(n + 1, 4);
     CHECK_COLLECT(0, 0);
@@ -572,14 +578,7 @@ static void test_reachable(void)
     /* The same graph, holding c: a and b are garbage, c, d, e live on. */
     reset_log();
     deallocated_before = deallocated;
-    for (int i = 0; i < 5; i++)
-        n[i] = node_new(&gc_type);
-    node_set(n[0], 0, n[1]);
-    node_set(n[1], 0, n[0]);
-    node_set(n[1], 1, n[2]);
-    node_set(n[2], 0, n[3]);
-    node_set(n[3], 0, n[4]);
-    node_set(n[4], 0, n[3]);
+    build_two_cycles(n);
     a = n[0], b = n[1], c = n[2], d = n[3], e = n[4];
     long a_id = a->id, b_id = b->id;
     pym_decref(a);
