@@ -72,7 +72,7 @@ void pym_double_free(const void *ptr, unsigned size_class)
 
 uint32_t pym_pool_push_block(pym_pool_t *pool, pym_block_t *block)
 {
-    if (PYM_UNLIKELY(block == pool->free))
+    if (PYM_UNLIKELY(block == pool->free || pool->used == 0))
         pym_double_free(block, pool->size_class);
 #ifdef PYM_DEBUG
     for (pym_block_t *scan = pool->free; scan != NULL; scan = scan->next)
@@ -91,10 +91,12 @@ void pym_pool_free_block(pym_heap_t *heap, pym_pool_t *pool, pym_block_t *block)
 }
 
 /* ---- generic paths ---------------------------------------------------------------- */
-void *pym_malloc_generic(size_t size)
+void *pym_malloc_large_entry(size_t size)
 {
-    if (size <= PYM_MEDIUM_MAX)
-        return pym_cache_pop(pym_medium_class_of(size), size);
+    if (size <= PYM_MEDIUM_MAX) /* before start-up, or hooked: the tables are closed */
+        return pym_malloc_slow(size);
+    if (pym_hooks_on())
+        return pym_malloc_hooked(size);
     if (PYM_UNLIKELY(size > PTRDIFF_MAX)) {
         errno = ENOMEM;
         return NULL;
@@ -103,7 +105,17 @@ void *pym_malloc_generic(size_t size)
     return pym_large_alloc(size, 0, false);
 }
 
-/* Every free the fast path did not finish: medium blocks, full bins, debug
+void pym_free_slow(void *ptr)
+{
+    if (pym_hooks_on()) {
+        pym_free_hooked(ptr);
+        return;
+    }
+    pym_free_generic(ptr, pym_chunkmap_lookup((uintptr_t)ptr));
+}
+
+/* Every free the fast path did not finish, with the whole proof: large
+ * blocks, full bins, pointers off the grid or in pages of no pool, debug
  * builds, invalid pointers. */
 void pym_free_generic(void *ptr, uintptr_t entry)
 {
@@ -123,9 +135,9 @@ void pym_free_generic(void *ptr, uintptr_t entry)
     if (PYM_UNLIKELY(!pym_pool_info_has_block(info, offset)))
         pym_check_block(ptr, entry, "free");
     unsigned size_class = info->size_class;
-    pym_cache_bin_t *bin = &pym_tls_heap->bins[size_class];
+    pym_cache_bin_t *bin = pym_bin_of_class(size_class);
     void **cursor = bin->cursor;
-    if (PYM_UNLIKELY(cursor[-1] == ptr))
+    if (PYM_UNLIKELY(cursor != NULL && cursor[-1] == ptr))
         pym_double_free(ptr, size_class);
 #ifdef PYM_DEBUG
     for (void **slot = bin->base; slot < cursor; slot++)
@@ -168,7 +180,7 @@ void *pym_aligned_unhooked(size_t alignment, size_t size)
     if (alignment <= PYM_POOL_HEADER_SIZE && size <= PYM_SMALL_MAX) {
         size_t rounded = pym_align_up(size ? size : 1, alignment);
         if (rounded <= PYM_SMALL_MAX)
-            return pym_cache_pop(pym_small_class_of[rounded / PYM_ALIGNMENT], rounded);
+            return pym_malloc_class(pym_small_class_of[rounded / PYM_ALIGNMENT]);
     }
     /* Medium class whose block size is a multiple of the alignment: spans
      * start on a chunk boundary. */
@@ -178,7 +190,7 @@ void *pym_aligned_unhooked(size_t alignment, size_t size)
             wanted = PYM_SMALL_MAX + 1;
         for (unsigned size_class = pym_medium_class_of(wanted); size_class < PYM_CLASS_COUNT; size_class++)
             if (pym_classes[size_class].block_size % alignment == 0)
-                return pym_cache_pop(size_class, pym_classes[size_class].block_size);
+                return pym_malloc_class(size_class);
     }
     return pym_large_alloc(size ? size : 1, alignment, false);
 }

@@ -98,7 +98,7 @@ static pym_arena_t *pym_chunk_acquire(uint8_t kind)
     memset(arena, 0, sizeof(*arena));
     arena->base = base;
     arena->kind = kind;
-    if (!pym_chunkmap_set(base, PYM_CHUNK_SIZE, (uintptr_t)arena | kind)) {
+    if (!pym_pagemap_prepare(base, PYM_CHUNK_SIZE) || !pym_chunkmap_set(base, PYM_CHUNK_SIZE, (uintptr_t)arena | kind)) {
         pym_os_unmap((void *)base, PYM_CHUNK_SIZE);
         pym_meta_free(arena, sizeof(pym_arena_t));
         pym_chunks_returned++;
@@ -206,6 +206,7 @@ pym_pool_t *pym_arena_take_span_locked(unsigned size_class)
 void pym_arena_release_pool_locked(pym_pool_t *pool)
 {
     pym_arena_t *arena = pool->arena;
+    pym_pool_set_pages(pool, 0);
     pym_pool_set_owner(pool, NULL);
     __atomic_store_n(&pool->state, PYM_POOL_UNUSED, __ATOMIC_RELAXED);
     __atomic_store_n(&pym_pool_info(pool)->carved, 0, __ATOMIC_RELAXED); /* frees into it now fail validation */

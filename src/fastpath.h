@@ -3,91 +3,85 @@
  * entry points (alloc.c) and the malloc-family overrides (override.c) so
  * that both compile to the same straight-line code.
  *
- * malloc of a small request: one table load for the class, the thread's heap
- * from TLS, pop the top block of the class's thread cache bin.
- * free of a small block: chunk-map lookup (two loads), the pool's directory
- * entry in the chunk descriptor (class, divisibility constants, carved
- * bound), a multiply and a rotate that prove the pointer is a block the pool
- * handed out, a check against the block pushed last (the common double
- * free), push onto the bin.  The block and its pool header are not touched,
- * and it does not matter which thread owns the pool.  Everything else -- an
- * empty or full bin, large blocks, invalid pointers, a thread without a
- * heap -- goes to a slow path.  Medium blocks take the same path, with the
- * class computed from the size's top bits and the whole span as one pool.
+ * malloc of up to 128 KiB: one table load gives the bin of the request's
+ * class (pym_size_bin, or pym_medium_bin past 4 KiB), as an offset from
+ * the thread pointer; pop the bin's top block (an %fs-relative load and
+ * compare, a store, a load).  Eleven instructions on x86-64.  Before
+ * start-up and while hooks are installed the tables' limits are 0 and
+ * every request goes to a slow path.
+ *
+ * free: the page map gives the bin of the page holding the pointer (two
+ * dependent loads, bounds and NULL checks), or 0 when the page holds no
+ * block of a pool or span in use -- a pointer of another allocator, of a
+ * large block, of a pool not in use.  A pointer off the alignment grid
+ * (every block start is 16-aligned in the default mode) cannot be a block
+ * start.  Then push onto the bin unless it is full or its top is the same
+ * pointer (the common double free).  The block, its pool header and the
+ * pool's descriptor are not touched, and it does not matter which thread
+ * owns the pool.  Whether the pointer is exactly a block start the pool
+ * has handed out is proven when the block leaves the bin for its pool
+ * (heap.c) and on every slow path (alloc.c); the README says what that
+ * means for invalid frees.
+ *
+ * Everything else -- an empty or full bin, large blocks, hooks, invalid
+ * pointers, a thread without a heap -- goes to a slow path function.
  */
 #ifndef PYM_FASTPATH_H
 #define PYM_FASTPATH_H
 
 #include "internal.h"
 
-static PYM_ALWAYS_INLINE void *pym_cache_pop(unsigned size_class, size_t size)
+static PYM_ALWAYS_INLINE void *pym_bin_pop(pym_bin_offset_t offset, size_t size)
 {
-    pym_cache_bin_t *bin = &pym_tls_heap->bins[size_class];
+    pym_fast_bin_t bin = pym_bin_at(offset);
     void **cursor = bin->cursor;
     if (PYM_LIKELY(cursor != bin->base)) {
         cursor--;
-        pym_bin_set_cursor(bin, cursor);
+        pym_fast_bin_set_cursor(bin, cursor);
         return *cursor;
     }
-    return pym_heap_malloc_slow(size, size_class);
+    return pym_malloc_slow(size);
 }
 
-/* Hooks: a small malloc reaches its slow path through pym_fast_class_of
- * (see internal.h); medium and large ones test the flag, as free does. */
+/* size < *limit, with the limit compared in memory (one `cmp`; GCC would
+ * load it into a register first). */
+static PYM_ALWAYS_INLINE bool pym_below_limit(size_t size, const size_t *limit)
+{
+#if defined(__x86_64__) && !defined(PYM_BIN_GENERIC)
+    bool below;
+    __asm__("cmpq %2, %1" : "=@ccb"(below) : "r"(size), "m"(*limit));
+    return below;
+#else
+    return size < __atomic_load_n(limit, __ATOMIC_RELAXED);
+#endif
+}
+
 static PYM_ALWAYS_INLINE void *pym_malloc_inline(size_t size)
 {
-    if (PYM_LIKELY(size <= PYM_SMALL_MAX))
-        return pym_cache_pop(pym_fast_class_of[(size + PYM_ALIGNMENT - 1) / PYM_ALIGNMENT], size);
-    if (pym_hooks_on())
-        return pym_malloc_hooked(size);
-    if (PYM_LIKELY(size <= PYM_MEDIUM_MAX))
-        return pym_cache_pop(pym_medium_class_of(size), size);
-    return pym_malloc_generic(size);
-}
-
-/* Push a block onto its bin if it is a block of the pool whose directory
- * entry is `info` (at `offset` from the pool's first block), the bin has
- * room and the block is not the one pushed last; false otherwise. */
-static PYM_ALWAYS_INLINE bool pym_cache_push(void *ptr, const pym_pool_info_t *info, uint32_t offset)
-{
-    if (PYM_LIKELY(pym_pool_info_has_block(info, offset))) {
-        pym_cache_bin_t *bin = &pym_tls_heap->bins[info->size_class];
-        void **cursor = bin->cursor;
-        if (PYM_LIKELY(cursor != bin->limit && cursor[-1] != ptr)) {
-            *cursor = ptr;
-            pym_bin_set_cursor(bin, cursor + 1);
-            return true;
-        }
-    }
-    return false;
-}
-
-static PYM_ALWAYS_INLINE void pym_free_unhooked_inline(void *ptr)
-{
-    uintptr_t address = (uintptr_t)ptr;
-    uintptr_t entry = pym_chunkmap_lookup(address);
-#ifndef PYM_DEBUG /* debug builds check every free thoroughly in the generic path */
-    pym_arena_t *arena = (pym_arena_t *)(entry & ~PYM_CHUNK_KIND_MASK);
-    if (PYM_LIKELY(entry & PYM_CHUNK_SMALL)) {
-        uint32_t offset = (uint32_t)(address & (PYM_POOL_SIZE - 1)) - PYM_POOL_HEADER_SIZE;
-        if (PYM_LIKELY(pym_cache_push(ptr, &arena->pools[(address >> PYM_POOL_SHIFT) & (PYM_POOLS_PER_ARENA - 1)],
-                                      offset)))
-            return;
-    } else if (PYM_LIKELY(entry & PYM_CHUNK_MEDIUM)) {
-        if (PYM_LIKELY(pym_cache_push(ptr, &arena->pools[0], (uint32_t)(address & (PYM_CHUNK_SIZE - 1)))))
-            return;
-    }
-#endif
-    pym_free_generic(ptr, entry);
+    if (PYM_LIKELY(pym_below_limit(size, &pym_size_bin_limit)))
+        return pym_bin_pop(pym_size_bin[size], size);
+    if (PYM_LIKELY(pym_below_limit(size, &pym_medium_bin_limit)))
+        return pym_bin_pop(pym_medium_bin[(size + (1u << PYM_MEDIUM_TABLE_SHIFT) - 1) >> PYM_MEDIUM_TABLE_SHIFT],
+                           size);
+    return pym_malloc_large_entry(size);
 }
 
 static PYM_ALWAYS_INLINE void pym_free_inline(void *ptr)
 {
-    if (pym_hooks_on()) {
-        pym_free_hooked(ptr);
-        return;
+#ifndef PYM_DEBUG /* debug builds check every free thoroughly in the slow path */
+    uintptr_t address = (uintptr_t)ptr;
+    pym_bin_offset_t offset = pym_pagemap_lookup(address);
+    if (PYM_LIKELY(offset != 0 && pym_on_block_grid(address))) {
+        pym_fast_bin_t bin = pym_bin_at(offset);
+        void **cursor = bin->cursor;
+        if (PYM_LIKELY(cursor != bin->limit && cursor[-1] != ptr)) {
+            *cursor = ptr;
+            pym_fast_bin_set_cursor(bin, cursor + 1);
+            return;
+        }
     }
-    pym_free_unhooked_inline(ptr);
+#endif
+    pym_free_slow(ptr);
 }
 
 #endif /* PYM_FASTPATH_H */

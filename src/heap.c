@@ -60,13 +60,9 @@
 
 pym_pool_t pym_empty_pool;
 
-/* The bins of heaps without a cache: capacity 0, and a NULL "last pushed"
- * block below them (free reads cursor[-1]). */
-static void *pym_no_slots[1];
-#define PYM_NO_CACHE_BIN {.cursor = &pym_no_slots[1], .base = &pym_no_slots[1], .limit = &pym_no_slots[1], .batch = 1}
+__thread pym_cache_bin_t pym_tls_bins[PYM_BIN_COUNT] __attribute__((tls_model("initial-exec")));
 
 pym_heap_t pym_startup_heap = {
-    .bins = {[0 ... PYM_CLASS_COUNT] = PYM_NO_CACHE_BIN},
     .pools = {[0 ... PYM_CLASS_COUNT - 1] = &pym_empty_pool},
     .state = PYM_HEAP_STARTUP,
 };
@@ -74,7 +70,6 @@ __thread pym_heap_t *pym_tls_heap __attribute__((tls_model("initial-exec"))) = &
 static __thread bool pym_tls_heap_retired __attribute__((tls_model("initial-exec"))); /* key destructor ran */
 
 static pym_heap_t pym_shared_heap = {
-    .bins = {[0 ... PYM_CLASS_COUNT] = PYM_NO_CACHE_BIN},
     .pools = {[0 ... PYM_CLASS_COUNT - 1] = &pym_empty_pool},
     .state = PYM_HEAP_SHARED,
 };
@@ -126,6 +121,7 @@ static void pym_heap_link_pool(pym_heap_t *heap, pym_pool_t *pool)
  * and cached; past the cache limit half the cache returns to the arenas. */
 static void pym_heap_cache_empty_pool(pym_heap_t *heap, pym_pool_t *pool)
 {
+    pym_pool_set_pages(pool, 0);
     pool->free = NULL;
     __atomic_store_n(&pym_pool_info(pool)->carved, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&pool->state, PYM_POOL_EMPTY, __ATOMIC_RELAXED);
@@ -395,21 +391,22 @@ static pym_heap_t *pym_heap_acquire(void)
         heap = pym_os_map(pym_align_up(sizeof(pym_heap_t), pym_os_page_size()));
         if (heap == NULL)
             return NULL;
-        for (unsigned size_class = 0; size_class < PYM_CLASS_COUNT; size_class++) {
-            pym_cache_bin_t *bin = &heap->bins[size_class];
-            unsigned capacity = pym_options.thread_cache ? pym_classes[size_class].cache_capacity : 0;
-            bin->base = &heap->slots[size_class * PYM_CACHE_BIN_STRIDE + 1]; /* base[-1] stays NULL */
-            bin->cursor = bin->base;
-            bin->limit = bin->base + capacity;
-            bin->batch = capacity > 1 ? capacity / 2 : 1;
+        for (unsigned size_class = 0; size_class < PYM_CLASS_COUNT; size_class++)
             heap->pools[size_class] = &pym_empty_pool;
-        }
-        heap->bins[PYM_HOOKED_CLASS] = (pym_cache_bin_t)PYM_NO_CACHE_BIN;
         pthread_mutex_lock(&pym_arena_lock);
         heap->all_next = pym_all_heaps;
         pym_all_heaps = heap;
         pthread_mutex_unlock(&pym_arena_lock);
     }
+    /* The thread's bins take their slots from the heap; base[-1] stays NULL. */
+    for (unsigned size_class = 0; size_class < PYM_CLASS_COUNT; size_class++) {
+        pym_cache_bin_t *bin = pym_bin_of_class(size_class);
+        unsigned capacity = pym_options.thread_cache ? pym_classes[size_class].cache_capacity : 0;
+        bin->base = &heap->slots[size_class * PYM_CACHE_BIN_STRIDE + 1];
+        bin->limit = bin->base + capacity;
+        pym_bin_set_cursor(bin, bin->base);
+    }
+    __atomic_store_n(&heap->bins, pym_tls_bins, __ATOMIC_RELEASE);
     heap->next_dead = NULL;
     heap->state = PYM_HEAP_LIVE;
     pthread_mutex_lock(&pym_arena_lock);
@@ -437,15 +434,15 @@ static pym_heap_t *pym_heap_of_thread(void)
     return pym_heap_acquire();
 }
 
-void *pym_heap_malloc_slow(size_t size, unsigned size_class)
+/* Blocks moved per refill and per flush of a bin of this class. */
+static unsigned pym_bin_batch(unsigned size_class)
 {
-    if (PYM_UNLIKELY(size_class == PYM_HOOKED_CLASS))
-        return pym_malloc_hooked(size);
-    if (PYM_UNLIKELY(!__atomic_load_n(&pym_initialized, __ATOMIC_ACQUIRE))) {
-        pym_init_slow(); /* the class table depends on the options */
-        size_class = size <= PYM_SMALL_MAX ? pym_small_class_of[(size + PYM_ALIGNMENT - 1) / PYM_ALIGNMENT]
-                                           : pym_medium_class_of(size);
-    }
+    unsigned capacity = pym_classes[size_class].cache_capacity;
+    return capacity > 1 ? capacity / 2 : 1;
+}
+
+void *pym_malloc_class(unsigned size_class)
+{
     void *block = NULL;
     pym_heap_t *heap = pym_heap_of_thread();
     if (PYM_UNLIKELY(heap == NULL)) {
@@ -453,15 +450,15 @@ void *pym_heap_malloc_slow(size_t size, unsigned size_class)
         pym_heap_take_blocks(&pym_shared_heap, size_class, &block, 1);
         pthread_mutex_unlock(&pym_shared_heap_lock);
     } else {
-        pym_cache_bin_t *bin = &heap->bins[size_class];
-        if (bin->cursor != bin->base) { /* a heap acquired just now may reach here with blocks */
+        pym_cache_bin_t *bin = pym_bin_of_class(size_class);
+        if (bin->cursor != bin->base) { /* a heap acquired just now, or an aligned request */
             pym_bin_set_cursor(bin, bin->cursor - 1);
             return *bin->cursor;
         }
         if (bin->limit == bin->base) {
             pym_heap_take_blocks(heap, size_class, &block, 1);
         } else {
-            unsigned got = pym_heap_take_blocks(heap, size_class, bin->base, bin->batch);
+            unsigned got = pym_heap_take_blocks(heap, size_class, bin->base, pym_bin_batch(size_class));
             if (got > 0) {
                 pym_bin_set_cursor(bin, bin->base + got - 1);
                 block = *bin->cursor;
@@ -471,6 +468,15 @@ void *pym_heap_malloc_slow(size_t size, unsigned size_class)
     if (block == NULL)
         errno = ENOMEM;
     return block;
+}
+
+void *pym_malloc_slow(size_t size)
+{
+    if (pym_hooks_on())
+        return pym_malloc_hooked(size);
+    pym_ensure_init(); /* the class tables depend on the options */
+    return pym_malloc_class(size <= PYM_SMALL_MAX ? pym_small_class_of[(size + PYM_ALIGNMENT - 1) / PYM_ALIGNMENT]
+                                                  : pym_medium_class_of(size));
 }
 
 /* ---- thread cache flushes ----------------------------------------------------------- */
@@ -493,12 +499,16 @@ static void pym_heap_push_chain(pym_heap_t *owner, pym_block_t *head, pym_block_
     }
 }
 
-/* Return `count` validated blocks to their pools: as the owner into the
- * heap's own pools, in chains onto the remote lists of the others.  `heap`
- * may be NULL (a thread without a heap owns no pool).  Another heap's pool
- * is known by its directory entry alone: its header, which its owner keeps
- * writing, is not read here. */
-static void pym_heap_free_blocks(pym_heap_t *heap, void **blocks, unsigned count)
+/* Return `count` blocks of class `size_class` to their pools: as the owner
+ * into the heap's own pools, in chains onto the remote lists of the others.
+ * `heap` may be NULL (a thread without a heap owns no pool).  Another heap's
+ * pool is known by its directory entry alone: its header, which its owner
+ * keeps writing, is not read here.
+ *
+ * This is where a block freed through the fast path is proven to be a block
+ * start its pool has handed out (the fast path checked only its page and
+ * its alignment), before any pool takes it back. */
+static void pym_heap_free_blocks(pym_heap_t *heap, unsigned size_class, void **blocks, unsigned count)
 {
     pym_heap_t *chain_owner = NULL;
     pym_block_t *chain_head = NULL, *chain_tail = NULL;
@@ -509,9 +519,17 @@ static void pym_heap_free_blocks(pym_heap_t *heap, void **blocks, unsigned count
             __builtin_prefetch((void *)((uintptr_t)blocks[i + 2] & ~(PYM_POOL_SIZE - 1)), 1);
         }
         uintptr_t entry = pym_chunkmap_lookup((uintptr_t)block);
+        if (PYM_UNLIKELY(!(entry & (PYM_CHUNK_SMALL | PYM_CHUNK_MEDIUM))))
+            pym_fatal("pymalloc: free(): invalid pointer %p: not in a pool or span (double free?)", (void *)block);
         uint32_t offset;
-        pym_heap_t *owner = __atomic_load_n(&pym_pool_info_of((uintptr_t)block, entry, &offset)->owner,
-                                            __ATOMIC_ACQUIRE);
+        const pym_pool_info_t *info = pym_pool_info_of((uintptr_t)block, entry, &offset);
+        if (PYM_UNLIKELY(!pym_pool_info_has_block(info, offset)))
+            pym_check_block(block, entry, "free");
+        if (PYM_UNLIKELY(info->size_class != size_class))
+            pym_fatal("pymalloc: free(): invalid pointer %p: a %u-byte block freed while its pool serves %u-byte "
+                      "blocks (double free?)",
+                      (void *)block, pym_classes[size_class].block_size, pym_classes[info->size_class].block_size);
+        pym_heap_t *owner = __atomic_load_n(&info->owner, __ATOMIC_ACQUIRE);
         if (owner == heap && heap != NULL) {
             pym_pool_free_block(heap, pym_pool_of((uintptr_t)block, entry), block);
             continue;
@@ -531,11 +549,11 @@ static void pym_heap_free_blocks(pym_heap_t *heap, void **blocks, unsigned count
 /* Return the `count` oldest blocks of a bin to their pools. */
 static void pym_cache_flush(pym_heap_t *heap, unsigned size_class, unsigned count)
 {
-    pym_cache_bin_t *bin = &heap->bins[size_class];
+    pym_cache_bin_t *bin = pym_bin_of_class(size_class);
     unsigned held = (unsigned)(bin->cursor - bin->base);
     if (count > held)
         count = held;
-    pym_heap_free_blocks(heap, bin->base, count);
+    pym_heap_free_blocks(heap, size_class, bin->base, count);
     memmove(bin->base, bin->base + count, (held - count) * sizeof(void *));
     pym_bin_set_cursor(bin, bin->cursor - count);
 }
@@ -552,14 +570,14 @@ void pym_heap_free_slow(void *ptr, unsigned size_class)
 {
     pym_heap_t *heap = pym_heap_of_thread();
     if (heap != NULL) {
-        pym_cache_bin_t *bin = &heap->bins[size_class];
+        pym_cache_bin_t *bin = pym_bin_of_class(size_class);
         if (bin->cursor != bin->limit) { /* a heap acquired just now */
             *bin->cursor = ptr;
             pym_bin_set_cursor(bin, bin->cursor + 1);
             return;
         }
         if (bin->limit != bin->base) { /* full: make room */
-            pym_cache_flush(heap, size_class, bin->batch);
+            pym_cache_flush(heap, size_class, pym_bin_batch(size_class));
             *bin->cursor = ptr;
             pym_bin_set_cursor(bin, bin->cursor + 1);
             /* A thread that frees much and allocates little still takes back
@@ -569,7 +587,7 @@ void pym_heap_free_slow(void *ptr, unsigned size_class)
             return;
         }
     }
-    pym_heap_free_blocks(heap, &ptr, 1); /* no cache */
+    pym_heap_free_blocks(heap, size_class, &ptr, 1); /* no cache */
 }
 
 void pym_flush_thread_cache(void)
@@ -630,6 +648,13 @@ void pym_heap_thread_exit(void *arg)
         pym_arena_release_pool_locked(pool);
     }
     heap->empty_count = 0;
+    /* The bins are flushed: zero them (every later malloc and free of this
+     * thread takes a slow path), and forget them for statistics. */
+    __atomic_store_n(&heap->bins, NULL, __ATOMIC_RELEASE);
+    for (unsigned bin = 0; bin < PYM_BIN_COUNT; bin++) {
+        pym_bin_set_cursor(&pym_tls_bins[bin], NULL);
+        pym_tls_bins[bin].base = pym_tls_bins[bin].limit = NULL;
+    }
     pthread_mutex_unlock(&pym_arena_lock);
 
     /* From here on this thread frees like a stranger and allocates from the
@@ -657,12 +682,20 @@ size_t pym_heap_live_count(void)
 
 void pym_heap_cached_counts_locked(size_t counts[PYM_CLASS_COUNT])
 {
-    for (pym_heap_t *heap = pym_all_heaps; heap != NULL; heap = heap->all_next)
+    for (pym_heap_t *heap = pym_all_heaps; heap != NULL; heap = heap->all_next) {
+        /* A live heap's bins are its thread's TLS, valid while the arena
+         * lock is held: the thread clears the pointer under it at exit. */
+        pym_cache_bin_t *bins = __atomic_load_n(&heap->bins, __ATOMIC_ACQUIRE);
+        if (bins == NULL)
+            continue;
         for (unsigned size_class = 0; size_class < PYM_CLASS_COUNT; size_class++) {
-            pym_cache_bin_t *bin = &heap->bins[size_class];
+            pym_cache_bin_t *bin = &bins[size_class + 1];
             void **cursor = __atomic_load_n(&bin->cursor, __ATOMIC_RELAXED);
-            counts[size_class] += (size_t)(cursor - bin->base);
+            void **base = __atomic_load_n(&bin->base, __ATOMIC_RELAXED);
+            if (cursor > base)
+                counts[size_class] += (size_t)(cursor - base);
         }
+    }
 }
 
 void pym_heap_lock_all(void)

@@ -6,13 +6,14 @@
  * chosen at start-up: the hooked paths then allocate and free through the
  * debug layer.
  *
- * Cost when no hook is installed: nothing on the small-malloc fast path and
- * one predictable branch on a global flag on the others.  Installing hooks
- * sets the flag and fills pym_fast_class_of, the table malloc's fast path
- * reads, with PYM_HOOKED_CLASS: that class's bin never holds a block, so
- * every small malloc falls to its slow path, which comes here.  Removing
- * them restores the table.  Other threads see the change within a call or
- * two (the table and flag are read without synchronisation).
+ * Cost when no hook is installed: nothing on the malloc and free fast paths
+ * and one predictable branch on a global flag on the others.  Installing
+ * hooks sets the flag, fills the size tables malloc's fast path reads with
+ * the bin that never holds a block (pym_no_bin), and points free's view of
+ * the page map at an empty root: every malloc and free up to 128 KiB then
+ * falls to its slow path, which tests the flag and comes here.  Removing
+ * them restores both.  Other threads see the change within a call or two
+ * (tables, view and flag are read without synchronisation).
  *
  * A hook may itself allocate (record a stack trace, grow a table): while a
  * thread runs a hook its nested allocations and frees are not reported to
@@ -25,6 +26,7 @@
  * leak, invalid-read and invalid-free checks see pymalloc's blocks as heap
  * blocks, as they see glibc's.
  */
+#include <errno.h>
 #include <string.h>
 
 #include "fastpath.h"
@@ -52,9 +54,8 @@ int pym_set_hooks(const pym_hooks_t *hooks)
 void pym_hooks_update_routing(bool hooked)
 {
     __atomic_store_n(&pym_hooks_active, hooked ? 1 : 0, __ATOMIC_RELEASE);
-    for (unsigned units = 0; units <= PYM_SMALL_CLASSES; units++)
-        __atomic_store_n(&pym_fast_class_of[units], hooked ? PYM_HOOKED_CLASS : pym_small_class_of[units],
-                         __ATOMIC_RELAXED);
+    pym_bin_tables_route(hooked);
+    pym_pagemap_route(hooked);
 }
 
 void pym_hooks_suspend(void)
@@ -97,13 +98,19 @@ void *pym_malloc_unhooked(size_t size)
 {
     pym_ensure_init();
     if (size <= PYM_SMALL_MAX)
-        return pym_cache_pop(pym_small_class_of[(size + PYM_ALIGNMENT - 1) / PYM_ALIGNMENT], size);
-    return pym_malloc_generic(size);
+        return pym_malloc_class(pym_small_class_of[(size + PYM_ALIGNMENT - 1) / PYM_ALIGNMENT]);
+    if (size <= PYM_MEDIUM_MAX)
+        return pym_malloc_class(pym_medium_class_of(size));
+    if (PYM_UNLIKELY(size > PTRDIFF_MAX)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return pym_large_alloc(size, 0, false);
 }
 
 void pym_free_unhooked(void *ptr)
 {
-    pym_free_unhooked_inline(ptr);
+    pym_free_generic(ptr, pym_chunkmap_lookup((uintptr_t)ptr));
 }
 
 void *pym_malloc_hooked(size_t size)
@@ -119,5 +126,5 @@ void pym_free_hooked(void *ptr)
     if (pym_options.debug)
         pym_debug_free(ptr);
     else
-        pym_free_unhooked_inline(ptr);
+        pym_free_unhooked(ptr);
 }

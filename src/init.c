@@ -58,9 +58,10 @@ void pym_init_slow(void)
     if (!__atomic_load_n(&pym_initialized, __ATOMIC_ACQUIRE)) {
         pym_options_load();
         pym_classes_init(pym_options.alignment);
+        pym_bin_tables_init();
         pym_valgrind_init(); /* may turn debug mode off */
-        if (pym_options.debug)
-            pym_hooks_update_routing(true); /* every call through the debug layer */
+        /* Open the fast paths, or route every call through the debug layer. */
+        pym_hooks_update_routing(pym_options.debug || pym_under_valgrind);
         __atomic_store_n(&pym_initialized, 1, __ATOMIC_RELEASE);
         if (pthread_key_create(&pym_heap_key, pym_heap_thread_exit) == 0)
             pym_heap_key_ready = 1;

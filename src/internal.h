@@ -77,6 +77,8 @@
 #define PYM_CLASS_COUNT          (PYM_SMALL_CLASSES + PYM_MEDIUM_CLASSES)
 #define PYM_DIRECT_THRESHOLD     (64 * PYM_MiB) /* default: from here blocks are mapped and unmapped directly */
 #define PYM_CACHE_SLOTS          64       /* most blocks a thread cache bin holds (small classes get all) */
+#define PYM_SIZE_TABLE_MAX       4096     /* malloc finds the bin of a request up to this size with one table load */
+#define PYM_MEDIUM_TABLE_SHIFT   7        /* above it, with one load indexed by size / 128 (medium sizes are multiples of 128) */
 #define PYM_CACHE_CLASS_BYTES    (32 * PYM_KiB) /* and at most this many bytes of blocks (medium classes) */
 #define PYM_HEAP_POOL_BATCH      8        /* fresh pools a heap takes per arena-lock acquisition */
 #define PYM_HEAP_EMPTY_POOLS_MAX 16       /* empty pools a heap keeps before returning some */
@@ -86,6 +88,7 @@
 #define PYM_LARGE_CACHE_DECAY_MS 1000     /* default: a cached mapping unused this long is unmapped at the next large free */
 #define PYM_ADDRESS_BITS         48       /* user address space covered by the chunk map */
 #define PYM_CHUNKMAP_LEAF_BITS   15       /* chunk-map entries per leaf: 2^15 (8 GiB of address space) */
+#define PYM_PAGEMAP_LEAF_SHIFT   32       /* one page-map leaf per 4 GiB of address space (2^20 pages, 4 MiB) */
 #define PYM_META_REGION_SIZE     (256 * PYM_KiB) /* metadata is carved from mappings of this size */
 
 #if PYM_POOL_SIZE * PYM_POOLS_PER_ARENA != PYM_CHUNK_SIZE
@@ -112,6 +115,15 @@
 #if (PYM_CHUNK_SIZE / (PYM_SMALL_MAX + PYM_SMALL_MAX / PYM_MEDIUM_STEPS)) > UINT16_MAX
 #error "the pool directory counts carved blocks in 16 bits"
 #endif
+#if PYM_SIZE_TABLE_MAX > PYM_MEDIUM_MAX || PYM_SIZE_TABLE_MAX < PYM_SMALL_MAX
+#error "the size table covers the small classes and part of the medium ones"
+#endif
+#if (PYM_SMALL_MAX / PYM_MEDIUM_STEPS) % (1 << PYM_MEDIUM_TABLE_SHIFT) != 0
+#error "every medium block size must be a multiple of the medium table's granule"
+#endif
+#if PYM_PAGEMAP_LEAF_SHIFT != 32
+#error "free's page-map index is the low 32 bits of the address (one leaf per 4 GiB)"
+#endif
 #if PYM_DIRECT_THRESHOLD > PYM_LARGE_CACHE_BYTES
 #error "every block below the direct-mapping threshold must fit the large cache"
 #endif
@@ -125,6 +137,7 @@ typedef struct pym_pool pym_pool_t;
 typedef struct pym_arena pym_arena_t;
 typedef struct pym_large pym_large_t;
 typedef struct pym_heap pym_heap_t;
+typedef int32_t pym_bin_offset_t; /* a thread-cache bin, as its offset from the thread pointer */
 
 /* A free block holds the link to the next free block in its first word. */
 struct pym_block {
@@ -143,17 +156,10 @@ typedef struct pym_class {
 
 PYM_INTERNAL extern pym_class_t pym_classes[PYM_CLASS_COUNT];
 /* Small request size -> class, indexed by (size + 7) / 8; filled at start-up
- * for the alignment mode (16: requests >= 16 bytes get 16-aligned classes). */
+ * for the alignment mode (16: every request gets a 16-aligned class). */
 PYM_INTERNAL extern uint8_t pym_small_class_of[PYM_SMALL_CLASSES + 1];
 
 PYM_INTERNAL void pym_classes_init(unsigned alignment);
-
-/* The table malloc's fast path reads: a copy of pym_small_class_of, or,
- * while allocation hooks are installed, PYM_HOOKED_CLASS for every size.
- * That class's bin never holds a block, so every small malloc then reaches
- * the slow path, which reports it: hooks cost the fast path nothing. */
-#define PYM_HOOKED_CLASS PYM_CLASS_COUNT
-PYM_INTERNAL extern uint8_t pym_fast_class_of[PYM_SMALL_CLASSES + 1];
 
 /* Class of a request of PYM_SMALL_MAX < size <= PYM_MEDIUM_MAX bytes: the
  * position of the top bit of size - 1 gives the doubling, the two bits
@@ -322,8 +328,12 @@ PYM_INTERNAL size_t pym_arena_trim_locked(void);
 PYM_INTERNAL pym_arena_t *pym_arena_first_locked(void);
 PYM_INTERNAL void pym_arena_counters_locked(pym_stats_t *out);
 
-/* Initialise a pool taken from an arena to serve `size_class`. */
+/* Initialise a pool taken from an arena to serve `size_class` (its pages
+ * then lead free to that class's bin). */
 PYM_INTERNAL void pym_pool_init(pym_pool_t *pool, unsigned size_class, pym_heap_t *owner);
+/* Point the page-map entries of a pool's pages (one page, or a span's
+ * chunk) at `bin`; 0 when the pool stops serving blocks. */
+PYM_INTERNAL void pym_pool_set_pages(const pym_pool_t *pool, pym_bin_offset_t bin);
 
 /* ---- large mappings (large.c) ------------------------------------------- */
 enum pym_large_state {
@@ -349,6 +359,140 @@ PYM_INTERNAL size_t pym_large_trim(void);
 /* Monotonic milliseconds from the vDSO (no system call). */
 PYM_INTERNAL uint64_t pym_now_ms(void);
 
+/* ---- thread caches: bins in thread-local storage (heap.c) --------------- */
+/* A thread cache bin: a stack of free blocks of one class.  Empty when
+ * cursor == base, full when cursor == limit; base[-1] is always NULL, so
+ * free's check of the block pushed last needs no emptiness test.  The bins
+ * live in static thread-local storage (pym_tls_bins), so that malloc and
+ * free reach a bin with one %fs-relative access and no pointer chase; their
+ * slots live in the thread's heap.  A bin that is all zero -- every bin of
+ * a thread before its first slow path, and bin 0 always -- is both empty
+ * and full, so every malloc and free that reaches it takes its slow path. */
+typedef struct pym_cache_bin {
+    void **cursor;               /* next slot to fill; the top block is cursor[-1] */
+    void **base;                 /* first slot */
+    void **limit;                /* one past the last slot */
+} pym_cache_bin_t;
+#define PYM_BIN_COUNT (PYM_CLASS_COUNT + 1) /* bin 0 never holds a block; class c has bin c + 1 */
+#define PYM_CACHE_BIN_STRIDE (PYM_CACHE_SLOTS + 1) /* slots per bin, with its NULL sentinel */
+PYM_INTERNAL extern __thread pym_cache_bin_t pym_tls_bins[PYM_BIN_COUNT] __attribute__((tls_model("initial-exec")));
+
+/* Bins are named by their offset from the thread pointer (the same in every
+ * thread: static TLS), so that the tables below can hold them.  The fast
+ * paths turn an offset into a %fs-relative access (x86-64, GCC's and clang's
+ * __seg_fs address space); sanitizer builds and other machines add the
+ * offset to __builtin_thread_pointer(), which the sanitizers instrument. */
+#if !defined(__x86_64__) || !defined(__SEG_FS) || defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define PYM_BIN_GENERIC 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#define PYM_BIN_GENERIC 1
+#endif
+#endif
+#ifdef PYM_BIN_GENERIC
+typedef pym_cache_bin_t *pym_fast_bin_t;
+static PYM_ALWAYS_INLINE pym_fast_bin_t pym_bin_at(pym_bin_offset_t offset)
+{
+    return (pym_cache_bin_t *)((char *)__builtin_thread_pointer() + offset);
+}
+/* Other threads read cursors for statistics: relaxed atomics (plain moves). */
+#define pym_fast_bin_set_cursor(bin, value) __atomic_store_n(&(bin)->cursor, (value), __ATOMIC_RELAXED)
+#else
+typedef pym_cache_bin_t __seg_fs *pym_fast_bin_t;
+static PYM_ALWAYS_INLINE pym_fast_bin_t pym_bin_at(pym_bin_offset_t offset)
+{
+    return (pym_fast_bin_t)(intptr_t)offset;
+}
+/* A plain store is what a relaxed atomic store is on x86-64; GCC has no
+ * atomics on other address spaces. */
+#define pym_fast_bin_set_cursor(bin, value) ((bin)->cursor = (value))
+#endif
+
+/* The bin of each class as a thread-pointer offset (pym_class_bin[c] is
+ * bin c + 1), and of bin 0, which never holds a block. */
+PYM_INTERNAL extern pym_bin_offset_t pym_class_bin[PYM_CLASS_COUNT];
+PYM_INTERNAL extern pym_bin_offset_t pym_no_bin;
+/* The tables malloc's fast path reads: request size -> bin, for sizes up to
+ * PYM_SIZE_TABLE_MAX, and for medium sizes by (size + 127) / 128.  They are
+ * used for a request only below the two limits, which are 0 until start-up
+ * has filled the tables (the first mallocs of a process may come from other
+ * libraries' constructors, before pymalloc's) and while allocation hooks are
+ * installed or debug mode is on: every malloc then reaches a slow path,
+ * which starts pymalloc up or reports it.  A limit is compared with the size
+ * in memory, so hooks and start-up cost the fast path nothing. */
+PYM_INTERNAL extern pym_bin_offset_t pym_size_bin[PYM_SIZE_TABLE_MAX + 1];
+PYM_INTERNAL extern pym_bin_offset_t pym_medium_bin[(PYM_MEDIUM_MAX >> PYM_MEDIUM_TABLE_SHIFT) + 1];
+PYM_INTERNAL extern size_t pym_size_bin_limit;   /* PYM_SIZE_TABLE_MAX + 1, or 0 */
+PYM_INTERNAL extern size_t pym_medium_bin_limit; /* PYM_MEDIUM_MAX + 1, or 0 */
+/* Fill the tables (start-up), and open or close them to the fast path. */
+PYM_INTERNAL void pym_bin_tables_init(void);
+PYM_INTERNAL void pym_bin_tables_route(bool hooked);
+
+/* Set a bin's cursor from a slow path (other threads read it racily). */
+static PYM_ALWAYS_INLINE void pym_bin_set_cursor(pym_cache_bin_t *bin, void **cursor)
+{
+    __atomic_store_n(&bin->cursor, cursor, __ATOMIC_RELAXED);
+}
+
+/* The calling thread's bin of class `size_class` as an ordinary pointer. */
+static PYM_ALWAYS_INLINE pym_cache_bin_t *pym_bin_of_class(unsigned size_class)
+{
+    return &pym_tls_bins[size_class + 1];
+}
+
+/* ---- page map (pagemap.c) ----------------------------------------------- */
+/* Per 4 KiB page of the address space, the bin (thread-pointer offset) of the
+ * class whose pool or span holds the page, 0 for every other page: pages
+ * of no pool in use, of large blocks, of other allocators.  It is what lets
+ * free() send a block to its bin with two dependent loads and no look at
+ * any descriptor.  Two levels: a root of 2^16 leaf pointers indexed by
+ * address >> 32 (48-bit space), leaves of 2^20 entries (4 MiB each, mapped
+ * when a chunk in their range is first mapped, pages touched only where
+ * pools are).  Entries are set when a pool or span starts serving a class
+ * and cleared when it stops, by the thread that owns it; free reads them
+ * without a lock.  free reads the root through pym_pagemap_view, which
+ * points to an all-NULL root while hooks are installed (then every free
+ * takes its slow path, which reports it). */
+#define PYM_PAGEMAP_LEAF_SIZE ((size_t)1 << (PYM_PAGEMAP_LEAF_SHIFT - PYM_POOL_SHIFT))
+#define PYM_PAGEMAP_ROOT_SIZE ((size_t)1 << (PYM_ADDRESS_BITS - PYM_PAGEMAP_LEAF_SHIFT))
+PYM_INTERNAL extern pym_bin_offset_t **pym_pagemap_view;
+
+/* The bin of the page holding `address`; 0 when it holds no small or medium block. */
+static PYM_ALWAYS_INLINE pym_bin_offset_t pym_pagemap_lookup(uintptr_t address)
+{
+    uintptr_t root_index = address >> PYM_PAGEMAP_LEAF_SHIFT;
+    if (PYM_UNLIKELY(root_index >= PYM_PAGEMAP_ROOT_SIZE))
+        return 0;
+    pym_bin_offset_t **root = __atomic_load_n(&pym_pagemap_view, __ATOMIC_RELAXED);
+    pym_bin_offset_t *leaf = __atomic_load_n(&root[root_index], __ATOMIC_ACQUIRE);
+    if (PYM_UNLIKELY(leaf == NULL))
+        return 0;
+    return __atomic_load_n(&leaf[(uint32_t)address >> PYM_POOL_SHIFT], __ATOMIC_RELAXED);
+}
+/* Make the leaves covering [base, base + size) exist, so that setting their
+ * entries cannot fail; false when out of memory. */
+PYM_INTERNAL bool pym_pagemap_prepare(uintptr_t base, size_t size);
+/* Set every page of [base, base + size) (prepared) to `bin`. */
+PYM_INTERNAL void pym_pagemap_set(uintptr_t base, size_t size, pym_bin_offset_t bin);
+/* Route free through its slow path (hooks installed) or not. */
+PYM_INTERNAL void pym_pagemap_route(bool hooked);
+
+/* Lowest address bits that are zero in every block start of the alignment
+ * mode (15 for 16, 7 for 8): free's fast path sends any other pointer to
+ * the slow path, which names the interior pointer. */
+PYM_INTERNAL extern uintptr_t pym_block_grid;
+static PYM_ALWAYS_INLINE bool pym_on_block_grid(uintptr_t address)
+{
+#if defined(__x86_64__) && !defined(PYM_BIN_GENERIC)
+    /* One `test` with the mask in memory; GCC would load it into a register first. */
+    bool off_grid;
+    __asm__("testq %1, %2" : "=@ccnz"(off_grid) : "r"(address), "m"(pym_block_grid));
+    return !off_grid;
+#else
+    return (address & __atomic_load_n(&pym_block_grid, __ATOMIC_RELAXED)) == 0;
+#endif
+}
+
 /* ---- thread heaps (heap.c) ---------------------------------------------- */
 #define PYM_REMOTE_CLOSED ((pym_block_t *)1) /* remote list of a heap being retired */
 
@@ -359,29 +503,7 @@ enum pym_heap_state {
     PYM_HEAP_DEAD,               /* its thread exited; kept for reuse */
 };
 
-/* A thread cache bin: a stack of free blocks of one class, in the heap's
- * slot array.  Empty when cursor == base, full when cursor == limit;
- * base[-1] is always NULL, so free's check of the last block pushed needs no
- * emptiness test.  A bin of capacity 0 (base == limit) sends every malloc
- * and free of its class to the pools directly. */
-typedef struct pym_cache_bin {
-    void **cursor;               /* next slot to fill; the top block is cursor[-1] */
-    void **base;                 /* first slot */
-    void **limit;                /* one past the last slot */
-    uint32_t batch;              /* blocks moved per refill and per flush */
-    uint32_t reserved;           /* padding */
-} pym_cache_bin_t;
-#define PYM_CACHE_BIN_STRIDE (PYM_CACHE_SLOTS + 1) /* slots per bin, with its NULL sentinel */
-
-/* Only the owning thread moves a bin's cursor; statistics read it from other
- * threads, so it is stored atomically (a plain store on x86-64 and arm64). */
-static PYM_ALWAYS_INLINE void pym_bin_set_cursor(pym_cache_bin_t *bin, void **cursor)
-{
-    __atomic_store_n(&bin->cursor, cursor, __ATOMIC_RELAXED);
-}
-
 struct pym_heap {
-    pym_cache_bin_t bins[PYM_CLASS_COUNT + 1]; /* thread cache, per class; [PYM_HOOKED_CLASS] never holds a block */
     pym_pool_t *pools[PYM_CLASS_COUNT]; /* per class: first pool with free blocks, or &pym_empty_pool */
     pym_block_t *remote;         /* blocks freed by other threads (atomic, CAS push) */
     pym_pool_t *empty;           /* owned small pools with every block free */
@@ -389,6 +511,7 @@ struct pym_heap {
     uint8_t state;               /* enum pym_heap_state */
     pym_heap_t *next_dead;       /* dead heaps waiting for reuse */
     pym_heap_t *all_next;        /* every heap ever made (statistics), under the arena lock */
+    pym_cache_bin_t *bins;       /* the owning thread's bins (atomic; NULL unless live), for statistics */
     void *slots[PYM_CLASS_COUNT * PYM_CACHE_BIN_STRIDE]; /* storage of the bins */
 };
 
@@ -396,7 +519,12 @@ PYM_INTERNAL extern pym_pool_t pym_empty_pool;     /* has no free block: sends m
 PYM_INTERNAL extern pym_heap_t pym_startup_heap;   /* every class points at pym_empty_pool */
 PYM_INTERNAL extern __thread pym_heap_t *pym_tls_heap __attribute__((tls_model("initial-exec")));
 
-PYM_INTERNAL void *pym_heap_malloc_slow(size_t size, unsigned size_class);
+/* malloc's slow path: a request the fast path could not serve from a bin
+ * (small or medium size); hooks, start-up and refills are handled here. */
+PYM_INTERNAL void *pym_malloc_slow(size_t size);
+/* A block of class `size_class` from the calling thread's bin or pools
+ * (aligned requests choose the class themselves). */
+PYM_INTERNAL void *pym_malloc_class(unsigned size_class);
 /* Free a validated block of class `size_class` that free's fast path did not
  * cache: its bin is full, or the thread has no heap (or no cache). */
 PYM_INTERNAL void pym_heap_free_slow(void *ptr, unsigned size_class);
@@ -415,7 +543,10 @@ PYM_INTERNAL void pym_heap_after_fork_child(void);
 PYM_INTERNAL size_t pym_heap_live_count(void);
 
 /* ---- allocation paths (alloc.c) ----------------------------------------- */
-PYM_INTERNAL void *pym_malloc_generic(size_t size);
+/* malloc of a request the size tables do not cover (large), and free of a
+ * pointer free's fast path did not take (any kind, hooks included). */
+PYM_INTERNAL void *pym_malloc_large_entry(size_t size);
+PYM_INTERNAL void pym_free_slow(void *ptr);
 PYM_INTERNAL void pym_free_generic(void *ptr, uintptr_t entry);
 PYM_INTERNAL void *pym_aligned_generic(size_t alignment, size_t size);
 /* Validate `ptr`, in a chunk of kind SMALL or MEDIUM with chunk-map entry

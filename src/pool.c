@@ -9,13 +9,15 @@
  * Two mappings from request size to small class exist, chosen once at
  * start-up by PYMALLOC_ALIGN and stored in the same 65-entry table, so the
  * fast path is one table load either way:
- *   16 (default): a request of 16 bytes or more goes to a class whose block
- *                 size is a multiple of 16 (24 -> 32, 40 -> 48, ...), which
- *                 keeps the 16-byte alignment the x86-64 ABI promises for
- *                 max_align_t; requests of 1..8 bytes use the 8-byte class
- *                 (no object that small needs more than 8-byte alignment);
+ *   16 (default): every request goes to a class whose block size is a
+ *                 multiple of 16 (1..16 -> 16, 24 -> 32, 40 -> 48, ...),
+ *                 the 16-byte alignment the x86-64 ABI promises for
+ *                 max_align_t and glibc gives every block.  Every block
+ *                 start is then on the 16-byte grid, which free's fast path
+ *                 checks (a pointer off it is no block start); the 8-byte
+ *                 class is not used in this mode;
  *   8:            every request goes to its exact 8-byte class, the compact
- *                 layout of the original design.
+ *                 layout of the original design (grid of 8 bytes).
  * Blocks start 64 bytes into the pool, so in both modes a class whose size is
  * a multiple of 16 (or 32, or 64) has every block aligned to 16 (32, 64).
  *
@@ -30,7 +32,12 @@
 
 pym_class_t pym_classes[PYM_CLASS_COUNT];
 uint8_t pym_small_class_of[PYM_SMALL_CLASSES + 1];
-uint8_t pym_fast_class_of[PYM_SMALL_CLASSES + 1];
+pym_bin_offset_t pym_class_bin[PYM_CLASS_COUNT];
+pym_bin_offset_t pym_no_bin;
+pym_bin_offset_t pym_size_bin[PYM_SIZE_TABLE_MAX + 1];
+pym_bin_offset_t pym_medium_bin[(PYM_MEDIUM_MAX >> PYM_MEDIUM_TABLE_SHIFT) + 1];
+size_t pym_size_bin_limit;
+size_t pym_medium_bin_limit;
 
 /* Inverse of an odd number modulo 2^32 by Newton's iteration: each step
  * doubles the number of correct low bits (x0 = d is right to 3 bits). */
@@ -67,11 +74,39 @@ void pym_classes_init(unsigned alignment)
     /* units = (size + 7) / 8; units 0 and 1 -> class 0. */
     for (unsigned units = 0; units <= PYM_SMALL_CLASSES; units++) {
         unsigned size_class = units == 0 ? 0 : units - 1;
-        if (alignment == 16 && units > 1 && (units & 1))
-            size_class++; /* 17..24 -> 32-byte class, 33..40 -> 48, ... */
+        if (alignment == 16 && (units & 1 || units == 0))
+            size_class++; /* 1..8 -> 16-byte class, 17..24 -> 32, 33..40 -> 48, ... */
         pym_small_class_of[units] = (uint8_t)size_class;
-        pym_fast_class_of[units] = (uint8_t)size_class;
     }
+    __atomic_store_n(&pym_block_grid, (uintptr_t)alignment - 1, __ATOMIC_RELAXED);
+}
+
+/* The bin offsets of this library's static TLS block: the same in every
+ * thread, so any thread may compute them. */
+static pym_bin_offset_t pym_bin_offset(unsigned bin)
+{
+    return (pym_bin_offset_t)((char *)&pym_tls_bins[bin] - (char *)__builtin_thread_pointer());
+}
+
+void pym_bin_tables_init(void)
+{
+    pym_no_bin = pym_bin_offset(0);
+    for (unsigned size_class = 0; size_class < PYM_CLASS_COUNT; size_class++)
+        pym_class_bin[size_class] = pym_bin_offset(size_class + 1);
+    for (size_t size = 0; size <= PYM_SIZE_TABLE_MAX; size++)
+        pym_size_bin[size] = pym_class_bin[size <= PYM_SMALL_MAX
+                                               ? pym_small_class_of[(size + PYM_ALIGNMENT - 1) / PYM_ALIGNMENT]
+                                               : pym_medium_class_of(size)];
+    for (size_t index = 0; index <= PYM_MEDIUM_MAX >> PYM_MEDIUM_TABLE_SHIFT; index++) {
+        size_t size = index << PYM_MEDIUM_TABLE_SHIFT; /* the largest size of the index */
+        pym_medium_bin[index] = size <= PYM_SIZE_TABLE_MAX ? pym_no_bin : pym_class_bin[pym_medium_class_of(size)];
+    }
+}
+
+void pym_bin_tables_route(bool hooked)
+{
+    __atomic_store_n(&pym_size_bin_limit, hooked ? 0 : PYM_SIZE_TABLE_MAX + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&pym_medium_bin_limit, hooked ? 0 : PYM_MEDIUM_MAX + 1, __ATOMIC_RELEASE);
 }
 
 void pym_pool_init(pym_pool_t *pool, unsigned size_class, pym_heap_t *owner)
@@ -98,6 +133,15 @@ void pym_pool_init(pym_pool_t *pool, unsigned size_class, pym_heap_t *owner)
     pool->next = pool->prev = NULL;
     __atomic_store_n(&pool->state, PYM_POOL_USED, __ATOMIC_RELAXED);
     pym_pool_set_owner(pool, owner);
+    pym_pool_set_pages(pool, pym_class_bin[size_class]);
+}
+
+void pym_pool_set_pages(const pym_pool_t *pool, pym_bin_offset_t bin)
+{
+    if (pool->arena->kind == PYM_CHUNK_MEDIUM)
+        pym_pagemap_set(pool->arena->base, PYM_CHUNK_SIZE, bin);
+    else
+        pym_pagemap_set((uintptr_t)pool, PYM_POOL_SIZE, bin);
 }
 
 int pym_size_class(size_t size)

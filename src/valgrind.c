@@ -72,8 +72,8 @@ static void pym_valgrind_forget_slot(void *ptr)
     if (!(entry & (PYM_CHUNK_SMALL | PYM_CHUNK_MEDIUM)))
         return;
     uint32_t offset;
-    pym_cache_bin_t *bin = &pym_tls_heap->bins[pym_pool_info_of((uintptr_t)ptr, entry, &offset)->size_class];
-    if (bin->cursor < bin->limit && *bin->cursor == ptr)
+    pym_cache_bin_t *bin = pym_bin_of_class(pym_pool_info_of((uintptr_t)ptr, entry, &offset)->size_class);
+    if (bin->cursor != NULL && bin->cursor < bin->limit && *bin->cursor == ptr)
         *bin->cursor = NULL;
 }
 

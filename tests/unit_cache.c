@@ -35,15 +35,16 @@ static pym_stats_t stats_now(void)
     return stats;
 }
 
-static size_t bin_count(pym_heap_t *heap, unsigned size_class)
+/* The calling thread's bins (thread-local storage). */
+static size_t bin_count(unsigned size_class)
 {
-    pym_cache_bin_t *bin = &heap->bins[size_class];
+    pym_cache_bin_t *bin = pym_bin_of_class(size_class);
     return (size_t)(bin->cursor - bin->base);
 }
 
-static size_t bin_capacity(pym_heap_t *heap, unsigned size_class)
+static size_t bin_capacity(unsigned size_class)
 {
-    pym_cache_bin_t *bin = &heap->bins[size_class];
+    pym_cache_bin_t *bin = pym_bin_of_class(size_class);
     return (size_t)(bin->limit - bin->base);
 }
 
@@ -70,15 +71,15 @@ static void check_bin_sizes(void)
             expected = PYM_CACHE_SLOTS;
         if (expected == 0)
             expected = 1;
-        if (bin_capacity(heap, size_class) != expected || heap->bins[size_class].base[-1] != NULL) {
+        if (bin_capacity(size_class) != expected || pym_bin_of_class(size_class)->base[-1] != NULL) {
             if (wrong++ < 3)
                 fprintf(stderr, "class %u (%zu bytes): bin holds %zu, expected %zu\n", size_class, block_size,
-                        bin_capacity(heap, size_class), expected);
+                        bin_capacity(size_class), expected);
         }
     }
     CHECK(wrong == 0, "%u classes have a bin of the wrong size or no NULL sentinel", wrong);
-    CHECK(bin_capacity(heap, pym_medium_class_of(4096)) == 8, "4 KiB blocks: 8 cached (32 KiB)");
-    CHECK(bin_capacity(heap, pym_medium_class_of(128 * 1024)) == 1, "128 KiB blocks: 1 cached");
+    CHECK(bin_capacity(pym_medium_class_of(4096)) == 8, "4 KiB blocks: 8 cached (32 KiB)");
+    CHECK(bin_capacity(pym_medium_class_of(128 * 1024)) == 1, "128 KiB blocks: 1 cached");
     pym_free(first);
 }
 
@@ -87,16 +88,15 @@ static void check_refill_overflow_flush(void)
 {
     const size_t size = 96; /* 42 blocks per pool: a refill of 32 fits one fresh pool */
     const unsigned size_class = (unsigned)pym_size_class(size);
-    pym_heap_t *heap = pym_tls_heap;
-    const size_t capacity = bin_capacity(heap, size_class), batch = heap->bins[size_class].batch;
+    const size_t capacity = bin_capacity(size_class), batch = capacity / 2;
     REQUIRE(capacity == PYM_CACHE_SLOTS && batch == capacity / 2 && pym_classes[size_class].capacity >= batch);
     REQUIRE(stats_now().classes[size_class].pools == 0, "the class of this check must be unused so far");
 
     /* Refill: the first malloc takes a batch, hands out one, caches the rest. */
     void *block = pym_malloc(size);
     REQUIRE(block != NULL);
-    CHECK(bin_count(heap, size_class) == batch - 1, "after the first malloc %zu blocks wait in the bin, expected %zu",
-          bin_count(heap, size_class), batch - 1);
+    CHECK(bin_count(size_class) == batch - 1, "after the first malloc %zu blocks wait in the bin, expected %zu",
+          bin_count(size_class), batch - 1);
     pym_stats_t stats = stats_now();
     CHECK(stats.classes[size_class].blocks_used == 1 && stats.classes[size_class].blocks_cached == batch - 1,
           "statistics: %zu in use, %zu cached (expected 1 and %zu)", stats.classes[size_class].blocks_used,
@@ -104,7 +104,7 @@ static void check_refill_overflow_flush(void)
 
     /* LIFO: free then malloc gives the same block back, without the pools. */
     pym_free(block);
-    CHECK(bin_count(heap, size_class) == batch, "the freed block waits in the bin");
+    CHECK(bin_count(size_class) == batch, "the freed block waits in the bin");
     void *again = pym_malloc(size);
     CHECK(again == block, "the block freed last is handed out first (%p, expected %p)", again, block);
 
@@ -114,21 +114,21 @@ static void check_refill_overflow_flush(void)
     blocks[0] = again;
     for (size_t i = 1; i < MANY; i++)
         REQUIRE((blocks[i] = pym_malloc(size)) != NULL);
-    CHECK(bin_count(heap, size_class) < batch, "the bin drained while allocating (%zu left)",
-          bin_count(heap, size_class));
+    CHECK(bin_count(size_class) < batch, "the bin drained while allocating (%zu left)",
+          bin_count(size_class));
     pym_stats_t before_frees = stats_now();
     size_t freed = 0;
-    while (bin_count(heap, size_class) < capacity)
+    while (bin_count(size_class) < capacity)
         pym_free(blocks[freed++]);
     pym_stats_t full = stats_now();
     CHECK(full.classes[size_class].blocks_free == before_frees.classes[size_class].blocks_free,
           "filling the bin returns nothing to the pools");
-    void **bottom = heap->bins[size_class].base;
+    void **bottom = pym_bin_of_class(size_class)->base;
     void *oldest_kept = bottom[batch]; /* survives the flush of the oldest half */
     pym_free(blocks[freed]);
-    CHECK(bin_count(heap, size_class) == capacity - batch + 1, "after the overflow the bin holds %zu, expected %zu",
-          bin_count(heap, size_class), capacity - batch + 1);
-    CHECK(heap->bins[size_class].cursor[-1] == blocks[freed], "the block freed last is on top");
+    CHECK(bin_count(size_class) == capacity - batch + 1, "after the overflow the bin holds %zu, expected %zu",
+          bin_count(size_class), capacity - batch + 1);
+    CHECK(pym_bin_of_class(size_class)->cursor[-1] == blocks[freed], "the block freed last is on top");
     CHECK(bottom[0] == oldest_kept, "the younger half moved down to the bottom of the bin");
     pym_stats_t flushed = stats_now();
     CHECK(flushed.classes[size_class].blocks_free == full.classes[size_class].blocks_free + batch,
@@ -143,7 +143,7 @@ static void check_refill_overflow_flush(void)
     pym_stats_t end = stats_now();
     size_t cached_anywhere = 0;
     for (unsigned i = 0; i < PYM_CLASS_COUNT; i++)
-        cached_anywhere += bin_count(heap, i);
+        cached_anywhere += bin_count(i);
     CHECK(cached_anywhere == 0, "pym_flush_thread_cache leaves %zu blocks in the bins", cached_anywhere);
     CHECK(end.classes[size_class].blocks_cached == 0 && end.classes[size_class].blocks_used == 0,
           "after the flush: %zu cached, %zu in use", end.classes[size_class].blocks_cached,
@@ -175,7 +175,7 @@ static void *cross_free_main(void *arg)
     for (size_t i = 0; i < job->count; i++)
         pym_free(job->blocks[i]);
     job->has_heap_after = pym_tls_heap->state == PYM_HEAP_LIVE;
-    job->cached_after_frees = bin_count(pym_tls_heap, size_class);
+    job->cached_after_frees = bin_count(size_class);
     if (job->flush) {
         pym_flush_thread_cache();
         job->remote_after_flush = remote_length(job->owner);

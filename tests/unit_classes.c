@@ -4,8 +4,9 @@
  * Covers, in both alignment modes (pym_classes_init(16) and (8)):
  *   - the request -> small class table pym_small_class_of[] for every request
  *     of 0..512 bytes, against the rule each mode documents
- *     (16: 1..8 -> 8 B, 9..16 -> 16 B, larger -> a block size that is a
- *     multiple of 16; 8: n -> class (n + 7) / 8 - 1), and the public
+ *     (16: 0..16 -> 16 B, larger -> a block size that is a multiple of 16,
+ *     so every block start is 16-aligned; 8: 0..8 -> 8 B, n -> class
+ *     (n + 7) / 8 - 1), and the public
  *     pym_size_class() agreeing with it;
  *   - every small block size (8 * (i + 1)) and capacity ((4096 - 64) / size);
  *   - the 32 medium classes (640, 768, 896, 1024, 1280, ... 131072), their
@@ -43,10 +44,10 @@ static void build_expected_medium_sizes(void)
 /* The small class a request should get in a given alignment mode. */
 static unsigned expected_small_class(size_t request, unsigned alignment)
 {
-    if (request <= 8)
-        return 0;
     if (alignment == 8)
-        return (unsigned)((request + 7) / 8 - 1);
+        return request <= 8 ? 0 : (unsigned)((request + 7) / 8 - 1);
+    if (request <= 16)
+        return 1;
     /* Smallest block size that is a multiple of 16 and holds the request. */
     size_t block = (request + 15) / 16 * 16;
     return (unsigned)(block / 8 - 1);
@@ -55,8 +56,9 @@ static unsigned expected_small_class(size_t request, unsigned alignment)
 static void check_small_table(unsigned alignment)
 {
     pym_classes_init(alignment);
-    CHECK(pym_small_class_of[0] == 0, "mode %u: size 0 must use class 0", alignment);
-    CHECK(pym_size_class(0) == 0, "mode %u: pym_size_class(0) = %d", alignment, pym_size_class(0));
+    unsigned smallest = alignment == 16 ? 1 : 0;
+    CHECK(pym_small_class_of[0] == smallest, "mode %u: size 0 must use class %u", alignment, smallest);
+    CHECK(pym_size_class(0) == (int)smallest, "mode %u: pym_size_class(0) = %d", alignment, pym_size_class(0));
 
     unsigned table_mismatches = 0, public_mismatches = 0, too_small = 0, misaligned = 0;
     for (size_t request = 1; request <= 512; request++) {
@@ -70,18 +72,19 @@ static void check_small_table(unsigned alignment)
             public_mismatches++;
         if (pym_classes[got].block_size < request)
             too_small++;
-        if (alignment == 16 && request >= 16 && pym_classes[got].block_size % 16 != 0)
+        if (alignment == 16 && pym_classes[got].block_size % 16 != 0)
             misaligned++;
     }
     CHECK(table_mismatches == 0, "mode %u: %u requests map to the wrong small class", alignment, table_mismatches);
     CHECK(public_mismatches == 0, "mode %u: pym_size_class disagrees with the rule for %u requests", alignment,
           public_mismatches);
     CHECK(too_small == 0, "mode %u: %u requests get a block smaller than themselves", alignment, too_small);
-    CHECK(misaligned == 0, "mode %u: %u requests >= 16 get a block size not a multiple of 16", alignment, misaligned);
+    CHECK(misaligned == 0, "mode %u: %u requests get a block size not a multiple of 16", alignment, misaligned);
 
     /* Spot values the brief spells out, as literal numbers. */
     if (alignment == 16) {
-        CHECK(pym_small_class_of[1] == 0 && pym_size_class(8) == 0, "16: 1..8 -> class 0");
+        CHECK(pym_small_class_of[1] == 1 && pym_size_class(1) == 1 && pym_size_class(8) == 1,
+              "16: 1..8 -> class 1 (16 B: every block start on the 16-byte grid)");
         CHECK(pym_size_class(9) == 1 && pym_size_class(16) == 1, "16: 9..16 -> class 1");
         CHECK(pym_size_class(17) == 3 && pym_size_class(24) == 3, "16: 17..24 -> class 3 (32 B), got %d",
               pym_size_class(24));

@@ -441,7 +441,7 @@ int main(int argc, char **argv)
     check_pools_come_from_the_fullest_arena(); /* early: relies on a short arena history */
     check_pool_count(40, 1000);       /* small, many pools */
     check_pool_count(120, 100);
-    check_pool_count(8, 504);         /* exactly one full pool */
+    check_pool_count(176, 22);        /* exactly one full pool (4032 / 176) */
     check_pool_count(3000, 200);      /* medium spans */
     check_pool_count(100000, 5);      /* two blocks per span */
     check_full_pool_returns_to_used();
