@@ -6,9 +6,10 @@
  * Request sizes:
  *   0..512 bytes        small classes, 4 KiB pools (fastpath.h, heap.c)
  *   513 B..128 KiB      medium classes, 256 KiB spans, same heap machinery
- *   above 128 KiB       large mappings (large.c): reused from a cache below
- *                       PYM_DIRECT_THRESHOLD (64 MiB), mapped and unmapped
- *                       directly from there on, grown with mremap.
+ *   above 128 KiB       large blocks (large.c): extents of whole 256 KiB
+ *                       chunks, reused, split and coalesced when freed,
+ *                       below PYMALLOC_MMAP_THRESHOLD (64 MiB); mapped and
+ *                       unmapped directly from there on, grown with mremap.
  * Requests above PTRDIFF_MAX fail with ENOMEM before anything is tried, as
  * glibc does: no object may be larger than the largest pointer difference.
  *
@@ -383,10 +384,8 @@ size_t pym_usable_size_unhooked(const void *ptr)
     switch (entry & PYM_CHUNK_KIND_MASK) {
     case PYM_CHUNK_NONE:
         return 0;
-    case PYM_CHUNK_LARGE: {
-        pym_large_t *large = (pym_large_t *)(entry & ~PYM_CHUNK_KIND_MASK);
-        return large->base == (uintptr_t)ptr && large->state == PYM_LARGE_LIVE ? large->size : 0;
-    }
+    case PYM_CHUNK_LARGE:
+        return pym_large_usable_size((pym_large_t *)(entry & ~PYM_CHUNK_KIND_MASK), ptr);
     default: {
         uint32_t offset;
         unsigned size_class = pym_pool_info_of((uintptr_t)ptr, entry, &offset)->size_class;

@@ -132,7 +132,7 @@ static void pym_chunk_release(pym_arena_t *arena)
     pym_chunks_now--;
     /* Cached chunks unused for PYMALLOC_DECAY_MS go back first (the cache
      * is newest first, so they are at its end). */
-    uint64_t now_ms = pym_now_ms();
+    uint64_t now_ms = pym_os_now_ms();
     for (pym_arena_t **link = &pym_chunk_cache; *link != NULL;) {
         pym_arena_t *cached = *link;
         if (now_ms - cached->cached_at_ms < pym_options.decay_ms) {

@@ -83,9 +83,9 @@
 #define PYM_HEAP_POOL_BATCH      8        /* fresh pools a heap takes per arena-lock acquisition */
 #define PYM_HEAP_EMPTY_POOLS_MAX 16       /* empty pools a heap keeps before returning some */
 #define PYM_CHUNK_CACHE_MAX      4        /* default: empty chunks kept mapped (1 MiB) against map/unmap loops */
-#define PYM_LARGE_CACHE_SLOTS    16       /* freed large mappings kept for reuse */
-#define PYM_LARGE_CACHE_BYTES    (64 * PYM_MiB) /* and at most this many bytes of them */
-#define PYM_LARGE_CACHE_DECAY_MS 1000     /* default: a cached mapping unused this long is unmapped at the next large free */
+#define PYM_LARGE_BINS           256      /* free extents of n chunks wait in size bin n - 1; longer ones in the last */
+#define PYM_LARGE_CACHE_BYTES    (64 * PYM_MiB) /* free extents kept: at least this many bytes (or as many as are live) */
+#define PYM_LARGE_CACHE_DECAY_MS 1000     /* default: a free extent or empty chunk unused this long goes back to the OS */
 #define PYM_ADDRESS_BITS         48       /* user address space covered by the chunk map */
 #define PYM_CHUNKMAP_LEAF_BITS   15       /* chunk-map entries per leaf: 2^15 (8 GiB of address space) */
 #define PYM_PAGEMAP_LEAF_SHIFT   32       /* one page-map leaf per 4 GiB of address space (2^20 pages, 4 MiB) */
@@ -335,29 +335,38 @@ PYM_INTERNAL void pym_pool_init(pym_pool_t *pool, unsigned size_class, pym_heap_
  * chunk) at `bin`; 0 when the pool stops serving blocks. */
 PYM_INTERNAL void pym_pool_set_pages(const pym_pool_t *pool, pym_bin_offset_t bin);
 
-/* ---- large mappings (large.c) ------------------------------------------- */
+/* ---- large blocks: extents of whole chunks (large.c) -------------------- */
 enum pym_large_state {
-    PYM_LARGE_LIVE = 1,          /* handed out */
-    PYM_LARGE_CACHED,            /* freed, kept mapped for reuse */
+    PYM_LARGE_LIVE = 1,          /* an extent handed out */
+    PYM_LARGE_FREE,              /* an extent kept for reuse, its pages committed, until it decays */
+    PYM_LARGE_DIRECT,            /* handed out, mapped on its own (huge or over-aligned): unmapped when freed */
 };
+/* An extent: a run of whole chunks that is one large block, or free.  Every
+ * chunk of it maps to this descriptor in the chunk map. */
 struct pym_large {
-    uintptr_t base;              /* mapping address == the user's pointer */
-    size_t size;                 /* bytes mapped (page multiple) */
-    size_t requested;            /* bytes the program last asked for (malloc or realloc) */
-    pym_large_t *next;           /* cache list, most recently freed first */
-    pym_large_t *prev;
-    uint64_t cached_at_ms;       /* when it entered the cache (monotonic milliseconds) */
+    uintptr_t base;              /* first chunk: the user's pointer when handed out */
+    size_t size;                 /* bytes: whole chunks (direct: whole pages) */
+    size_t requested;            /* handed out: bytes the program last asked for */
+    pym_large_t *bin_next;       /* free: its size bin, most recently freed first */
+    pym_large_t *bin_prev;
+    pym_large_t *age_next;       /* free: the age list, most recently freed first */
+    pym_large_t *age_prev;
+    uint64_t freed_at_ms;        /* free: when it last became free (monotonic milliseconds) */
+    uint16_t bin;                /* free: index of its size bin */
     uint8_t state;               /* enum pym_large_state */
 };
 PYM_INTERNAL extern pthread_mutex_t pym_large_lock;
 PYM_INTERNAL void *pym_large_alloc(size_t size, size_t alignment, bool zero);
 PYM_INTERNAL void pym_large_free(pym_large_t *large, void *ptr);
 PYM_INTERNAL void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size);
+/* Bytes usable in a live large block (0 when `ptr` is not one's start). */
+PYM_INTERNAL size_t pym_large_usable_size(const pym_large_t *large, const void *ptr);
 PYM_INTERNAL void pym_large_counters_locked(pym_stats_t *out);
-/* Unmap every cached large mapping; returns the bytes released. */
+/* Unmap every free extent; returns the bytes released. */
 PYM_INTERNAL size_t pym_large_trim(void);
-/* Monotonic milliseconds from the vDSO (no system call). */
-PYM_INTERNAL uint64_t pym_now_ms(void);
+/* Unmap the free extents unused for the decay time; returns the bytes
+ * released (the background scavenger calls it). */
+PYM_INTERNAL size_t pym_large_decay(uint64_t now_ms);
 
 /* ---- thread caches: bins in thread-local storage (heap.c) --------------- */
 /* A thread cache bin: a stack of free blocks of one class.  Empty when
@@ -611,6 +620,11 @@ PYM_INTERNAL bool pym_os_remap_in_place(void *address, size_t old_size, size_t n
 PYM_INTERNAL void *pym_os_remap_onto(void *address, size_t old_size, size_t new_size, void *target);
 PYM_INTERNAL void pym_os_decommit(void *address, size_t size);
 PYM_INTERNAL size_t pym_os_page_size(void);
+/* Monotonic milliseconds from the vDSO (no system call). */
+PYM_INTERNAL uint64_t pym_os_now_ms(void);
+enum pym_os_call { PYM_OS_MMAP, PYM_OS_MUNMAP, PYM_OS_MADVISE, PYM_OS_MREMAP, PYM_OS_CALL_KINDS };
+/* System calls of each kind made so far. */
+PYM_INTERNAL void pym_os_counters(size_t out[PYM_OS_CALL_KINDS]);
 #ifdef PYM_FAULT_INJECTION
 /* Test builds only (tests/faults/oom.c): make OS calls fail with ENOMEM.
  * Of the calls whose operation is in `ops`, the next `skip` succeed and the

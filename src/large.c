@@ -1,63 +1,192 @@
 /*
- * large.c -- requests above the medium classes (> 128 KiB).
+ * large.c -- requests above the medium classes (> 128 KiB): extents.
  *
- * Each large block is a mapping of its own, aligned to a chunk (256 KiB) or
- * to the requested alignment if larger, so the user's pointer is the mapping
- * address and the chunk map finds the descriptor (kept out of line) from any
- * address inside it.
+ * A large block is an extent, a run of whole 256 KiB chunks whose first
+ * chunk is the user's pointer; every chunk of it maps to its descriptor in
+ * the chunk map, so free and realloc find it from the pointer and name an
+ * interior pointer.  A freed extent is not unmapped: it stays mapped with its
+ * pages committed, so that the next large request of a size it can hold
+ * reuses it without a system call and without faulting its pages in again
+ * (the cost that dominates a program churning blocks of megabytes: each
+ * fresh 4 KiB page costs a fault and the kernel's zeroing).
  *
- *   below the direct-mapping threshold (PYMALLOC_MMAP_THRESHOLD, 64 MiB): a
- *       freed mapping is kept in a cache of at most PYM_LARGE_CACHE_SLOTS
- *       mappings and PYM_LARGE_CACHE_BYTES bytes (or the threshold if higher), and a later request of nearly the same size (the mapping at
- *       most 25% larger) takes it back: a steady malloc/free loop makes no
- *       system call and faults no page in again.  The oldest entries are
- *       unmapped when the cache is full, and entries unused for
- *       PYMALLOC_DECAY_MS (1 s) are unmapped at the next free of a large
- *       block, so a burst of big buffers does not stay resident.
- *       (glibc gets the same effect from its dynamic mmap threshold, which
- *       rises up to 32 MiB; jemalloc keeps freed extents and purges them
- *       after a decay time.)
- *   from the threshold on: mapped on malloc, unmapped on free.
- * realloc of a large block to another large size never copies: shrinking
- * and growing in place use mremap, and when the neighbouring address space
- * is taken the pages move with mremap(MREMAP_FIXED) to an aligned region.
- * Growth is at least geometric (+25%), so repeated small appends remap
- * O(log n) times.
+ *   reuse:     free extents wait in size bins, one per chunk count (1..255
+ *              chunks; longer ones share the last bin); a request takes the
+ *              most recently freed extent of the smallest bin that holds it
+ *              (best fit, found with a bitmap of non-empty bins), and what
+ *              is left over stays free as an extent of its own;
+ *   coalesce:  a freed extent merges with the free extents just before and
+ *              after it (found through the chunk map), so that fragments
+ *              add up to blocks again;
+ *   grow:      realloc grows a block into the free extent after it (no copy,
+ *              no system call), or moves it into a free extent that holds
+ *              it (a copy: its pages are resident already), or else moves
+ *              its pages to a fresh mapping with mremap (no copy), growing
+ *              by at least a quarter each time;
+ *   shrink:    realloc to less than half gives the chunks past the new end
+ *              back as a free extent;
+ *   decay:     free extents unused for PYMALLOC_DECAY_MS (1 s) are unmapped
+ *              -- at the next large free, and by the background scavenger
+ *              (scavenge.c) when the program has gone quiet -- and free
+ *              bytes beyond max(64 MiB, the bytes of live large blocks)
+ *              are unmapped at once, oldest first.  Whole free extents go
+ *              back with munmap: that returns their address space as well,
+ *              and no half-committed extent state has to be tracked.
+ *              MADV_FREE is not used: its pages stay counted in the RSS
+ *              until the kernel is short of memory, which is the figure
+ *              users and container limits look at.
  *
- * The cache and counters are guarded by pym_large_lock; system calls are
- * made outside it.
+ * Fresh extents are mapped with pym_os_map_aligned; extents of separate
+ * mappings that happen to be adjacent coalesce like any others (munmap and
+ * madvise work across mappings; mremap may not, and realloc then copies).
+ *
+ * From PYMALLOC_MMAP_THRESHOLD (64 MiB) on, and for alignments above a
+ * chunk, a block is mapped on its own (DIRECT), grown and shrunk with
+ * mremap, and unmapped when freed.
+ *
+ * Everything here is guarded by pym_large_lock; mappings are made and
+ * unmapped outside it.
  */
 #include <errno.h>
 #include <string.h>
-#include <time.h>
 
 #include "internal.h"
 
 pthread_mutex_t pym_large_lock = PTHREAD_MUTEX_INITIALIZER;
-static pym_large_t *pym_large_cache_head;  /* most recently freed first */
-static pym_large_t *pym_large_cache_tail;
-static size_t pym_large_cache_count;
-static size_t pym_large_cache_bytes;
+static pym_large_t *pym_free_bins[PYM_LARGE_BINS];  /* free extents per chunk count */
+static uint64_t pym_free_bin_mask[PYM_LARGE_BINS / 64]; /* bit set per non-empty bin */
+static pym_large_t *pym_free_newest, *pym_free_oldest; /* the age list */
+static size_t pym_free_bytes;                /* bytes in free extents */
 static size_t pym_large_live_count;
 static size_t pym_large_live_bytes;
 static size_t pym_large_peak_bytes;
 
-static void pym_large_cache_unlink_locked(pym_large_t *large)
+_Static_assert(PYM_LARGE_BINS % 64 == 0, "the bin bitmap has whole words");
+
+static inline size_t pym_chunks_of(size_t bytes)
 {
-    if (large->prev)
-        large->prev->next = large->next;
-    else
-        pym_large_cache_head = large->next;
-    if (large->next)
-        large->next->prev = large->prev;
-    else
-        pym_large_cache_tail = large->prev;
-    large->next = large->prev = NULL;
-    pym_large_cache_count--;
-    pym_large_cache_bytes -= large->size;
+    return (bytes + PYM_CHUNK_SIZE - 1) >> PYM_CHUNK_SHIFT;
 }
 
-static void pym_large_count_live_locked(size_t bytes)
+static inline unsigned pym_bin_of(size_t bytes)
+{
+    size_t chunks = bytes >> PYM_CHUNK_SHIFT;
+    return chunks >= PYM_LARGE_BINS ? PYM_LARGE_BINS - 1 : (unsigned)chunks - 1;
+}
+
+static inline uintptr_t pym_large_entry(const pym_large_t *large)
+{
+    return (uintptr_t)large | PYM_CHUNK_LARGE;
+}
+
+/* ---- free extents: bins and age list (under the lock) ------------------------- */
+static void pym_bin_insert(pym_large_t *large)
+{
+    large->bin = (uint16_t)pym_bin_of(large->size);
+    large->bin_prev = NULL;
+    large->bin_next = pym_free_bins[large->bin];
+    if (large->bin_next != NULL)
+        large->bin_next->bin_prev = large;
+    pym_free_bins[large->bin] = large;
+    pym_free_bin_mask[large->bin / 64] |= (uint64_t)1 << (large->bin % 64);
+    pym_free_bytes += large->size;
+}
+
+static void pym_bin_remove(pym_large_t *large)
+{
+    if (large->bin_prev != NULL)
+        large->bin_prev->bin_next = large->bin_next;
+    else
+        pym_free_bins[large->bin] = large->bin_next;
+    if (large->bin_next != NULL)
+        large->bin_next->bin_prev = large->bin_prev;
+    if (pym_free_bins[large->bin] == NULL)
+        pym_free_bin_mask[large->bin / 64] &= ~((uint64_t)1 << (large->bin % 64));
+    large->bin_next = large->bin_prev = NULL;
+    pym_free_bytes -= large->size;
+}
+
+static void pym_free_insert(pym_large_t *large, uint64_t now_ms)
+{
+    large->state = PYM_LARGE_FREE;
+    large->freed_at_ms = now_ms;
+    pym_bin_insert(large);
+    large->age_prev = NULL;
+    large->age_next = pym_free_newest;
+    if (large->age_next != NULL)
+        large->age_next->age_prev = large;
+    else
+        pym_free_oldest = large;
+    pym_free_newest = large;
+}
+
+static void pym_free_remove(pym_large_t *large)
+{
+    pym_bin_remove(large);
+    if (large->age_prev != NULL)
+        large->age_prev->age_next = large->age_next;
+    else
+        pym_free_newest = large->age_next;
+    if (large->age_next != NULL)
+        large->age_next->age_prev = large->age_prev;
+    else
+        pym_free_oldest = large->age_prev;
+    large->age_next = large->age_prev = NULL;
+}
+
+/* The first non-empty bin at or after `bin`, or PYM_LARGE_BINS. */
+static unsigned pym_next_bin(unsigned bin)
+{
+    for (unsigned word = bin / 64; word < PYM_LARGE_BINS / 64; word++) {
+        uint64_t bits = pym_free_bin_mask[word];
+        if (word == bin / 64)
+            bits &= ~(uint64_t)0 << (bin % 64);
+        if (bits != 0)
+            return word * 64 + (unsigned)__builtin_ctzll(bits);
+    }
+    return PYM_LARGE_BINS;
+}
+
+/* The free extent a request of `bytes` (whole chunks) takes: the most
+ * recently freed one of the smallest bin that holds it; NULL if none. */
+static pym_large_t *pym_free_find(size_t bytes)
+{
+    for (unsigned bin = pym_next_bin(pym_bin_of(bytes)); bin < PYM_LARGE_BINS; bin = pym_next_bin(bin + 1)) {
+        if (bin < PYM_LARGE_BINS - 1)
+            return pym_free_bins[bin]; /* every extent of an exact bin fits */
+        pym_large_t *best = NULL;      /* the last bin mixes sizes: smallest that fits */
+        for (pym_large_t *large = pym_free_bins[bin]; large != NULL; large = large->bin_next)
+            if (large->size >= bytes && (best == NULL || large->size < best->size))
+                best = large;
+        return best;
+    }
+    return NULL;
+}
+
+/* The extent whose chunk holds `address`, if it is free; NULL otherwise. */
+static pym_large_t *pym_free_at(uintptr_t address)
+{
+    uintptr_t entry = pym_chunkmap_lookup(address);
+    if (!(entry & PYM_CHUNK_LARGE))
+        return NULL;
+    pym_large_t *large = (pym_large_t *)(entry & ~PYM_CHUNK_KIND_MASK);
+    return large->state == PYM_LARGE_FREE ? large : NULL;
+}
+
+/* Split the first `bytes` off a free extent taken out of the bins: the rest
+ * becomes a free extent of its own (descriptor `spare`, consumed), with the
+ * same age.  The caller holds the lock and has made the spare. */
+static void pym_split_front(pym_large_t *large, size_t bytes, pym_large_t *spare)
+{
+    spare->base = large->base + bytes;
+    spare->size = large->size - bytes;
+    large->size = bytes;
+    pym_chunkmap_set(spare->base, spare->size, pym_large_entry(spare)); /* leaves exist: same range */
+    pym_free_insert(spare, large->freed_at_ms);
+}
+
+/* ---- counters ------------------------------------------------------------------- */
+static void pym_count_live_locked(size_t bytes)
 {
     pym_large_live_count++;
     pym_large_live_bytes += bytes;
@@ -65,95 +194,76 @@ static void pym_large_count_live_locked(size_t bytes)
         pym_large_peak_bytes = pym_large_live_bytes;
 }
 
-static void pym_large_unmap(pym_large_t *large)
+/* Bytes of free extents that may stay mapped: 64 MiB (more with a higher
+ * PYMALLOC_MMAP_THRESHOLD), or as many as are live: a program with 300 MiB
+ * of large blocks in flight can keep the fragments it reuses. */
+static size_t pym_free_budget(void)
 {
-    pym_os_unmap((void *)large->base, large->size);
-    pym_meta_free(large, sizeof(pym_large_t));
+    size_t budget = PYM_LARGE_CACHE_BYTES;
+    if (pym_options.direct_threshold > budget)
+        budget = pym_options.direct_threshold;
+    if (pym_large_live_bytes > budget)
+        budget = pym_large_live_bytes;
+    return budget;
 }
 
-static void pym_large_unmap_list(pym_large_t *victims)
-{
-    while (victims != NULL) {
-        pym_large_t *next = victims->next;
-        pym_large_unmap(victims);
-        victims = next;
-    }
-}
-
-/* Bytes the cache may hold: PYM_LARGE_CACHE_BYTES, or more when a higher
- * PYMALLOC_MMAP_THRESHOLD lets bigger blocks be cached. */
-static size_t pym_large_cache_budget(void)
-{
-    return pym_options.direct_threshold > PYM_LARGE_CACHE_BYTES ? pym_options.direct_threshold
-                                                                : PYM_LARGE_CACHE_BYTES;
-}
-
-uint64_t pym_now_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &now); /* vDSO: no system call */
-    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
-}
-
-/* Under the lock: take the cache entries to unmap -- the oldest while the
- * cache is over its limits, and those unused for the decay time -- off the
- * cache and the chunk map, and return them (linked through `next`) for the
- * caller to unmap after unlocking. */
-static pym_large_t *pym_large_cache_trim_locked(uint64_t now_ms)
+/* Under the lock: take the free extents to unmap -- those unused for the
+ * decay time, and, oldest first, what is over budget (the oldest extent is
+ * cut: only its chunks beyond the budget go) -- off the bins and the chunk
+ * map, and return them (linked through age_next) for unmapping after.  A
+ * cut needs a descriptor for the part that goes: `*spare` (used or left;
+ * without one the whole extent goes). */
+static pym_large_t *pym_free_victims_locked(uint64_t now_ms, bool all, pym_large_t **spare)
 {
     pym_large_t *victims = NULL;
-    while (pym_large_cache_tail != NULL
-           && (pym_large_cache_count > PYM_LARGE_CACHE_SLOTS || pym_large_cache_bytes > pym_large_cache_budget()
-               || now_ms - pym_large_cache_tail->cached_at_ms >= pym_options.decay_ms)) {
-        pym_large_t *oldest = pym_large_cache_tail;
-        pym_large_cache_unlink_locked(oldest);
+    while (pym_free_oldest != NULL) {
+        pym_large_t *oldest = pym_free_oldest;
+        size_t budget = pym_free_budget();
+        bool decayed = all || now_ms - oldest->freed_at_ms >= pym_options.decay_ms;
+        if (!decayed && pym_free_bytes <= budget)
+            break;
+        size_t excess = pym_free_bytes - budget; /* > 0 unless decayed */
+        if (!decayed && pym_chunks_of(excess) < (oldest->size >> PYM_CHUNK_SHIFT) && spare != NULL && *spare != NULL) {
+            /* Over budget by less than this extent: keep its front. */
+            size_t cut = pym_chunks_of(excess) << PYM_CHUNK_SHIFT;
+            pym_large_t *tail = *spare;
+            *spare = NULL;
+            pym_bin_remove(oldest); /* it keeps its place in the age list */
+            tail->base = oldest->base + oldest->size - cut;
+            tail->size = cut;
+            oldest->size -= cut;
+            pym_bin_insert(oldest);
+            pym_chunkmap_clear(tail->base, tail->size);
+            tail->age_next = victims;
+            victims = tail;
+            break;
+        }
+        pym_free_remove(oldest);
         pym_chunkmap_clear(oldest->base, oldest->size);
-        oldest->next = victims;
+        oldest->age_next = victims;
         victims = oldest;
     }
     return victims;
 }
 
-/* The smallest cached mapping of `min_size` to `max_size` bytes, taken out
- * of the cache and counted live; NULL when there is none.  (Decay is
- * applied by frees, which read the clock anyway.) */
-static pym_large_t *pym_large_cache_take(size_t min_size, size_t max_size)
+static size_t pym_unmap_victims(pym_large_t *victims)
 {
-    pym_large_t *best = NULL;
-    pthread_mutex_lock(&pym_large_lock);
-    for (pym_large_t *large = pym_large_cache_head; large != NULL; large = large->next)
-        if (large->size >= min_size && large->size <= max_size && (best == NULL || large->size < best->size))
-            best = large;
-    if (best != NULL) {
-        pym_large_cache_unlink_locked(best);
-        best->state = PYM_LARGE_LIVE;
-        pym_large_count_live_locked(best->size);
+    size_t released = 0;
+    while (victims != NULL) {
+        pym_large_t *next = victims->age_next;
+        pym_os_unmap((void *)victims->base, victims->size);
+        released += victims->size;
+        pym_meta_free(victims, sizeof(pym_large_t));
+        victims = next;
     }
-    pthread_mutex_unlock(&pym_large_lock);
-    return best;
+    return released;
 }
 
-void *pym_large_alloc(size_t size, size_t alignment, bool zero)
+/* ---- allocation ------------------------------------------------------------------ */
+/* A block mapped on its own: huge or over-aligned. */
+static void *pym_direct_alloc(size_t size, size_t alignment)
 {
-    size_t page = pym_os_page_size();
-    if (size > PTRDIFF_MAX - PYM_CHUNK_SIZE) {
-        errno = ENOMEM;
-        return NULL;
-    }
-    size_t map_size = pym_align_up(size, page);
-    if (alignment < PYM_CHUNK_SIZE)
-        alignment = PYM_CHUNK_SIZE;
-
-    if (map_size < pym_options.direct_threshold && alignment == PYM_CHUNK_SIZE) {
-        pym_large_t *reused = pym_large_cache_take(map_size, map_size + map_size / 4);
-        if (reused != NULL) {
-            reused->requested = size;
-            if (zero)
-                memset((void *)reused->base, 0, size);
-            return (void *)reused->base;
-        }
-    }
-
+    size_t map_size = pym_align_up(size, pym_os_page_size());
     void *base = pym_os_map_aligned(map_size, alignment);
     if (base == NULL)
         return NULL;
@@ -166,91 +276,197 @@ void *pym_large_alloc(size_t size, size_t alignment, bool zero)
     large->base = (uintptr_t)base;
     large->size = map_size;
     large->requested = size;
-    large->state = PYM_LARGE_LIVE;
-    if (!pym_chunkmap_set(large->base, map_size, (uintptr_t)large | PYM_CHUNK_LARGE)) {
-        pym_large_unmap(large);
+    large->state = PYM_LARGE_DIRECT;
+    if (!pym_chunkmap_set(large->base, map_size, pym_large_entry(large))) {
+        pym_os_unmap(base, map_size);
+        pym_meta_free(large, sizeof(pym_large_t));
         errno = ENOMEM;
         return NULL;
     }
     pthread_mutex_lock(&pym_large_lock);
-    pym_large_count_live_locked(map_size);
+    pym_count_live_locked(map_size);
     pthread_mutex_unlock(&pym_large_lock);
-    return base; /* fresh anonymous memory is zero: nothing to clear */
+    return base; /* fresh anonymous memory is zero */
+}
+
+/* A free extent of at least `bytes` made live with exactly `bytes`, or
+ * NULL.  `spare` is a descriptor for a split-off rest (used or left). */
+static pym_large_t *pym_take_free_locked(size_t bytes, size_t requested, pym_large_t **spare)
+{
+    pym_large_t *large = pym_free_find(bytes);
+    if (large == NULL)
+        return NULL;
+    pym_free_remove(large);
+    if (large->size > bytes) {
+        pym_split_front(large, bytes, *spare);
+        *spare = NULL;
+    }
+    large->state = PYM_LARGE_LIVE;
+    large->requested = requested;
+    pym_count_live_locked(large->size);
+    return large;
+}
+
+void *pym_large_alloc(size_t size, size_t alignment, bool zero)
+{
+    if (size > PTRDIFF_MAX - PYM_CHUNK_SIZE) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (alignment > PYM_CHUNK_SIZE || size >= pym_options.direct_threshold)
+        return pym_direct_alloc(size, alignment > PYM_CHUNK_SIZE ? alignment : PYM_CHUNK_SIZE);
+    size_t bytes = pym_chunks_of(size) << PYM_CHUNK_SHIFT;
+
+    /* A descriptor for the part of a free extent a split leaves over,
+     * taken before the lock (metadata has a lock of its own). */
+    pym_large_t *spare = pym_meta_alloc(sizeof(pym_large_t));
+    if (spare == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    pthread_mutex_lock(&pym_large_lock);
+    pym_large_t *large = pym_take_free_locked(bytes, size, &spare);
+    pthread_mutex_unlock(&pym_large_lock);
+    if (large != NULL) {
+        if (spare != NULL)
+            pym_meta_free(spare, sizeof(pym_large_t));
+        if (zero)
+            memset((void *)large->base, 0, size);
+        return (void *)large->base;
+    }
+
+    /* No free extent holds it: a fresh one (zero-filled by the kernel). */
+    void *base = pym_os_map_aligned(bytes, PYM_CHUNK_SIZE);
+    if (base == NULL) {
+        pym_meta_free(spare, sizeof(pym_large_t));
+        return NULL;
+    }
+    large = spare;
+    large->base = (uintptr_t)base;
+    large->size = bytes;
+    large->requested = size;
+    large->state = PYM_LARGE_LIVE;
+    if (!pym_chunkmap_set(large->base, bytes, pym_large_entry(large))) {
+        pym_os_unmap(base, bytes);
+        pym_meta_free(large, sizeof(pym_large_t));
+        errno = ENOMEM;
+        return NULL;
+    }
+    pthread_mutex_lock(&pym_large_lock);
+    pym_count_live_locked(bytes);
+    pthread_mutex_unlock(&pym_large_lock);
+    return base;
+}
+
+/* ---- free ----------------------------------------------------------------------- */
+/* Under the lock: make a live extent free, merged with its free neighbours
+ * (whose descriptors go to `dead`, linked through age_next, for freeing
+ * after the lock). */
+static void pym_release_extent_locked(pym_large_t *large, uint64_t now_ms, pym_large_t **dead)
+{
+    pym_large_t *before = large->base >= PYM_CHUNK_SIZE ? pym_free_at(large->base - PYM_CHUNK_SIZE) : NULL;
+    pym_large_t *after = pym_free_at(large->base + large->size);
+    if (before != NULL) {
+        pym_free_remove(before);
+        before->size += large->size;
+        pym_chunkmap_set(large->base, large->size, pym_large_entry(before));
+        large->age_next = *dead;
+        *dead = large;
+        large = before;
+    }
+    if (after != NULL) {
+        pym_free_remove(after);
+        pym_chunkmap_set(after->base, after->size, pym_large_entry(large));
+        large->size += after->size;
+        after->age_next = *dead;
+        *dead = after;
+    }
+    pym_free_insert(large, now_ms);
+}
+
+static void pym_free_descriptors(pym_large_t *dead)
+{
+    while (dead != NULL) {
+        pym_large_t *next = dead->age_next;
+        pym_meta_free(dead, sizeof(pym_large_t));
+        dead = next;
+    }
 }
 
 void pym_large_free(pym_large_t *large, void *ptr)
 {
     pthread_mutex_lock(&pym_large_lock);
     if (PYM_UNLIKELY((uintptr_t)ptr - large->base >= large->size)) {
-        /* In the mapping's last chunk but past its end: another mapping's. */
+        /* In the extent's last chunk but past its end (a direct block's
+         * page tail): another mapping's. */
         pthread_mutex_unlock(&pym_large_lock);
         pym_invalid_free(ptr, "free");
         return;
     }
-    if (PYM_UNLIKELY((uintptr_t)ptr != large->base || large->state != PYM_LARGE_LIVE)) {
-        bool cached = (uintptr_t)ptr == large->base;
+    if (PYM_UNLIKELY((uintptr_t)ptr != large->base || large->state == PYM_LARGE_FREE)) {
+        bool freed = large->state == PYM_LARGE_FREE;
+        uintptr_t base = large->base;
+        size_t size = large->size;
         pthread_mutex_unlock(&pym_large_lock);
-        if (cached)
-            pym_fatal("pymalloc: free(): double free of large block %p (%zu bytes)", ptr, large->size);
+        if (freed)
+            pym_fatal("pymalloc: free(): double free of large block %p (inside a free extent %p, %zu bytes)", ptr,
+                      (void *)base, size);
         pym_fatal("pymalloc: free(): invalid pointer %p: inside the large block %p (%zu bytes), not its start", ptr,
-                  (void *)large->base, large->size);
+                  (void *)base, size);
     }
     pym_large_live_count--;
     pym_large_live_bytes -= large->size;
-    if (large->size >= pym_options.direct_threshold || large->size > pym_large_cache_budget()) {
+    if (large->state == PYM_LARGE_DIRECT) {
         pym_chunkmap_clear(large->base, large->size);
         pthread_mutex_unlock(&pym_large_lock);
-        pym_large_unmap(large);
+        pym_os_unmap((void *)large->base, large->size);
+        pym_meta_free(large, sizeof(pym_large_t));
         return;
     }
-    large->state = PYM_LARGE_CACHED;
-    large->cached_at_ms = pym_now_ms();
-    large->prev = NULL;
-    large->next = pym_large_cache_head;
-    if (large->next)
-        large->next->prev = large;
-    else
-        pym_large_cache_tail = large;
-    pym_large_cache_head = large;
-    pym_large_cache_count++;
-    pym_large_cache_bytes += large->size;
-    pym_large_t *victims = pym_large_cache_trim_locked(large->cached_at_ms);
+    /* Extents that decayed go first: a block freed now must not refresh
+     * the age of an old free neighbour by merging with it. */
+    uint64_t now_ms = pym_os_now_ms();
+    pym_large_t *victims = pym_free_victims_locked(now_ms, false, NULL);
+    pym_large_t *dead = NULL;
+    pym_release_extent_locked(large, now_ms, &dead);
+    pym_large_t *spare = dead; /* a merged-away descriptor can describe a cut */
+    if (spare != NULL)
+        dead = dead->age_next;
+    pym_large_t *over = pym_free_victims_locked(now_ms, false, &spare);
     pthread_mutex_unlock(&pym_large_lock);
-    pym_large_unmap_list(victims);
+    if (spare != NULL)
+        pym_meta_free(spare, sizeof(pym_large_t));
+    pym_free_descriptors(dead);
+    pym_unmap_victims(victims);
+    pym_unmap_victims(over);
 }
 
-void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
+size_t pym_large_usable_size(const pym_large_t *large, const void *ptr)
 {
-    if (PYM_UNLIKELY((uintptr_t)ptr != large->base || large->state != PYM_LARGE_LIVE))
-        pym_fatal("pymalloc: realloc(): invalid pointer %p: not a live large block", ptr);
+    if (large->base != (uintptr_t)ptr)
+        return 0;
+    if (large->state == PYM_LARGE_DIRECT)
+        return large->size;
+    if (large->state != PYM_LARGE_LIVE)
+        return 0;
+    return pym_align_up(large->requested, pym_os_page_size());
+}
+
+/* ---- realloc --------------------------------------------------------------------- */
+/* realloc of a direct block: shrink in place, grow in place or move its
+ * pages to a new aligned mapping, all with mremap (no copy). */
+static void *pym_direct_realloc(pym_large_t *large, void *ptr, size_t size)
+{
     size_t page = pym_os_page_size();
     size_t old_size = large->size;
-    /* Shrink only when the program asks for less than half of what it
-     * asked for before: a block growing inside a roomy mapping stays. */
-    if (size <= old_size && (size > large->requested / 2 || size > old_size / 2)) {
-        large->requested = size;
-        return ptr;
-    }
-    if (size <= PYM_MEDIUM_MAX) {
-        /* (An over-aligned large block may be smaller than the medium size
-         * asked for: copy what it holds, no more.) */
-        void *moved = pym_malloc(size);
-        if (moved == NULL)
-            return NULL;
-        memcpy(moved, ptr, size < old_size ? size : old_size);
-        pym_free(ptr);
-        return moved;
-    }
     if (size > PTRDIFF_MAX - PYM_CHUNK_SIZE) {
         errno = ENOMEM;
         return NULL;
     }
     size_t new_size = pym_align_up(size, page);
     if (new_size > old_size) {
-        /* Grow by at least a quarter: a string or vector growing a few bytes
-         * at a time then costs O(log n) remaps instead of one per page.  The
-         * slack is address space only; its pages are faulted in, like any
-         * mapping's, when first written. */
+        /* Grow by at least a quarter: repeated small appends then cost
+         * O(log n) remaps instead of one per page. */
         size_t geometric = pym_align_up(old_size + old_size / 4, page);
         if (new_size < geometric && geometric <= PTRDIFF_MAX - PYM_CHUNK_SIZE)
             new_size = geometric;
@@ -263,43 +479,29 @@ void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
         if (keep_end < old_base + old_size)
             pym_chunkmap_clear(keep_end, old_base + old_size - keep_end);
         pym_os_remap_in_place(ptr, old_size, new_size); /* shrinking in place cannot fail */
-    } else if (new_size <= pym_options.direct_threshold) {
-        /* A cached mapping with room to spare has its pages in memory
-         * already: moving there costs a copy of the old block instead of
-         * faulting in every page of the growth (the repeated `s += x` that
-         * builds a big string again and again).  At most 64 times the need:
-         * a growing block may take over a big resident mapping, but not an
-         * arbitrarily big one. */
-        pym_large_t *roomy = pym_large_cache_take(new_size, new_size * 64);
-        if (roomy != NULL) {
-            roomy->requested = size;
-            memcpy((void *)roomy->base, ptr, old_size);
-            pym_large_free(large, ptr);
-            return (void *)roomy->base;
+    } else if (new_size > old_size) {
+        /* The chunk map must be able to describe the grown block before it
+         * exists: its leaves are made first, so nothing can fail after the
+         * pages have moved (a failure before leaves the block untouched). */
+        if (!(pym_chunkmap_prepare(old_base, new_size) && pym_os_remap_in_place(ptr, old_size, new_size))) {
+            void *target = pym_os_map_aligned(new_size, PYM_CHUNK_SIZE);
+            if (target == NULL)
+                return NULL; /* errno is ENOMEM; the block is untouched */
+            if (!pym_chunkmap_prepare((uintptr_t)target, new_size)) {
+                pym_os_unmap(target, new_size);
+                errno = ENOMEM;
+                return NULL;
+            }
+            void *moved = pym_os_remap_onto(ptr, old_size, new_size, target);
+            if (moved == NULL)
+                return NULL;
+            new_base = (uintptr_t)moved;
         }
     }
-    /* The chunk map must be able to describe the grown block before it
-     * exists: its leaves are made first, so nothing can fail after the
-     * pages have moved (a failure before leaves the block untouched). */
-    if (new_size > old_size
-        && !(pym_chunkmap_prepare(old_base, new_size) && pym_os_remap_in_place(ptr, old_size, new_size))) {
-        void *target = pym_os_map_aligned(new_size, PYM_CHUNK_SIZE);
-        if (target == NULL)
-            return NULL; /* errno is ENOMEM; the block is untouched */
-        if (!pym_chunkmap_prepare((uintptr_t)target, new_size)) {
-            pym_os_unmap(target, new_size);
-            errno = ENOMEM;
-            return NULL;
-        }
-        void *moved = pym_os_remap_onto(ptr, old_size, new_size, target);
-        if (moved == NULL)
-            return NULL;
-        new_base = (uintptr_t)moved;
-    }
-    if (!pym_chunkmap_set(new_base, new_size, (uintptr_t)large | PYM_CHUNK_LARGE))
+    if (!pym_chunkmap_set(new_base, new_size, pym_large_entry(large)))
         pym_fatal("pymalloc: realloc(): the chunk map of %p failed after its leaves were made", (void *)new_base);
     if (new_base != old_base)
-        pym_chunkmap_clear_if(old_base, old_size, (uintptr_t)large | PYM_CHUNK_LARGE);
+        pym_chunkmap_clear_if(old_base, old_size, pym_large_entry(large));
     pthread_mutex_lock(&pym_large_lock);
     large->base = new_base;
     large->size = new_size;
@@ -311,28 +513,201 @@ void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
     return (void *)new_base;
 }
 
+/* Move a block to a new one of `size` bytes by copying what it holds (at
+ * most `size`); the old one is freed.  NULL (errno ENOMEM, the old block
+ * intact) when no memory. */
+static void *pym_large_move(void *ptr, size_t old_usable, size_t size)
+{
+    void *moved = pym_malloc(size);
+    if (moved == NULL)
+        return NULL;
+    memcpy(moved, ptr, size < old_usable ? size : old_usable);
+    pym_free(ptr);
+    return moved;
+}
+
+/* realloc of an extent to `bytes` (whole chunks, more than it has) by
+ * taking in the free extent that follows it; false when that is not free
+ * or too small.  A descriptor left unused goes to `dead`.  Under the lock. */
+static bool pym_grow_into_next_locked(pym_large_t *large, size_t bytes, pym_large_t **dead)
+{
+    pym_large_t *after = pym_free_at(large->base + large->size);
+    if (after == NULL || large->size + after->size < bytes)
+        return false;
+    size_t wanted = bytes - large->size;
+    pym_free_remove(after);
+    pym_chunkmap_set(after->base, wanted, pym_large_entry(large));
+    large->size += wanted;
+    pym_large_live_bytes += wanted;
+    if (pym_large_live_bytes > pym_large_peak_bytes)
+        pym_large_peak_bytes = pym_large_live_bytes;
+    if (after->size > wanted) { /* the rest of it stays free, as old as it was */
+        after->base += wanted;
+        after->size -= wanted;
+        pym_free_insert(after, after->freed_at_ms);
+    } else {
+        after->age_next = *dead;
+        *dead = after;
+    }
+    return true;
+}
+
+void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
+{
+    if (PYM_UNLIKELY((uintptr_t)ptr != large->base || large->state == PYM_LARGE_FREE))
+        pym_fatal("pymalloc: realloc(): invalid pointer %p: not a live large block", ptr);
+    size_t old_usable = pym_large_usable_size(large, ptr);
+    if (size <= PYM_MEDIUM_MAX)
+        return pym_large_move(ptr, old_usable, size);
+    if (size > PTRDIFF_MAX - PYM_CHUNK_SIZE) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (large->state == PYM_LARGE_DIRECT) {
+        /* Shrink only when the program asks for less than half of what it
+         * asked for before: a block growing inside a roomy mapping stays. */
+        if (size <= large->size && (size > large->requested / 2 || size > large->size / 2)) {
+            large->requested = size;
+            return ptr;
+        }
+        return pym_direct_realloc(large, ptr, size);
+    }
+
+    if (size >= pym_options.direct_threshold)
+        return pym_large_move(ptr, old_usable, size); /* becomes a direct block */
+    size_t bytes = pym_chunks_of(size) << PYM_CHUNK_SHIFT;
+    pym_large_t *spare = pym_meta_alloc(sizeof(pym_large_t));
+    if (spare == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    pym_large_t *dead = NULL, *victims = NULL;
+    void *result = ptr;
+    pthread_mutex_lock(&pym_large_lock);
+    if (bytes <= large->size) {
+        /* Shrink: chunks past the new end go back when the program asks for
+         * less than half of what it asked before (a block growing inside
+         * its extent stays as it is). */
+        if (bytes < large->size && size <= large->requested / 2) {
+            pym_large_t *tail = spare;
+            spare = NULL;
+            tail->base = large->base + bytes;
+            tail->size = large->size - bytes;
+            tail->state = PYM_LARGE_LIVE;
+            large->size = bytes;
+            pym_chunkmap_set(tail->base, tail->size, pym_large_entry(tail));
+            pym_large_live_bytes -= tail->size;
+            uint64_t now_ms = pym_os_now_ms();
+            victims = pym_free_victims_locked(now_ms, false, NULL);
+            pym_release_extent_locked(tail, now_ms, &dead);
+        }
+        large->requested = size;
+    } else {
+        /* Grow by at least a quarter (in chunks): a block growing a little at
+         * a time moves O(log n) times. */
+        size_t geometric = pym_chunks_of(large->size + large->size / 4) << PYM_CHUNK_SHIFT;
+        if (geometric > bytes && geometric <= pym_align_up(pym_options.direct_threshold, PYM_CHUNK_SIZE))
+            bytes = geometric;
+        if (pym_grow_into_next_locked(large, bytes, &dead)
+            || pym_grow_into_next_locked(large, pym_chunks_of(size) << PYM_CHUNK_SHIFT, &dead)) {
+            large->requested = size;
+        } else {
+            /* A free extent that holds it has its pages resident: copying
+             * the block there beats faulting in every page of the growth. */
+            pym_large_t *roomy = pym_take_free_locked(bytes, size, &spare);
+            if (roomy != NULL) {
+                pthread_mutex_unlock(&pym_large_lock);
+                memcpy((void *)roomy->base, ptr, old_usable);
+                pym_free(ptr);
+                if (spare != NULL)
+                    pym_meta_free(spare, sizeof(pym_large_t));
+                pym_free_descriptors(dead);
+                return (void *)roomy->base;
+            }
+            result = NULL; /* a fresh mapping, below */
+        }
+    }
+    pthread_mutex_unlock(&pym_large_lock);
+    if (spare != NULL)
+        pym_meta_free(spare, sizeof(pym_large_t));
+    pym_free_descriptors(dead);
+    pym_unmap_victims(victims);
+    if (result != NULL)
+        return result;
+
+    /* A fresh mapping: the pages move there with mremap (no copy); when the
+     * extent spans mappings mremap cannot move, they are copied. */
+    void *target = pym_os_map_aligned(bytes, PYM_CHUNK_SIZE);
+    if (target == NULL)
+        return NULL; /* errno is ENOMEM; the block is untouched */
+    if (!pym_chunkmap_prepare((uintptr_t)target, bytes)) {
+        pym_os_unmap(target, bytes);
+        errno = ENOMEM;
+        return NULL;
+    }
+    pym_large_t *moved = pym_meta_alloc(sizeof(pym_large_t));
+    if (moved == NULL) {
+        pym_os_unmap(target, bytes);
+        errno = ENOMEM;
+        return NULL;
+    }
+    moved->base = (uintptr_t)target;
+    moved->size = bytes;
+    moved->requested = size;
+    moved->state = PYM_LARGE_LIVE;
+    size_t old_size = large->size;
+    bool remapped = pym_os_remap_onto(ptr, old_size, bytes, target) != NULL;
+    if (!remapped) {
+        target = pym_os_map_aligned(bytes, PYM_CHUNK_SIZE); /* remap_onto unmapped the first one */
+        if (target == NULL || !pym_chunkmap_prepare((uintptr_t)target, bytes)) {
+            if (target != NULL)
+                pym_os_unmap(target, bytes);
+            pym_meta_free(moved, sizeof(pym_large_t));
+            errno = ENOMEM;
+            return NULL;
+        }
+        moved->base = (uintptr_t)target;
+        memcpy(target, ptr, old_usable);
+    }
+    pym_chunkmap_set(moved->base, bytes, pym_large_entry(moved));
+    pthread_mutex_lock(&pym_large_lock);
+    pym_count_live_locked(bytes);
+    pthread_mutex_unlock(&pym_large_lock);
+    if (remapped) {
+        /* The old range is gone (its pages moved): forget it. */
+        pym_chunkmap_clear_if(large->base, old_size, pym_large_entry(large));
+        pthread_mutex_lock(&pym_large_lock);
+        pym_large_live_count--;
+        pym_large_live_bytes -= old_size;
+        pthread_mutex_unlock(&pym_large_lock);
+        pym_meta_free(large, sizeof(pym_large_t));
+    } else {
+        pym_free(ptr);
+    }
+    return target;
+}
+
+/* ---- giving memory back ------------------------------------------------------------ */
 size_t pym_large_trim(void)
 {
     pthread_mutex_lock(&pym_large_lock);
-    pym_large_t *victims = NULL;
-    size_t released = 0;
-    while (pym_large_cache_tail != NULL) {
-        pym_large_t *oldest = pym_large_cache_tail;
-        pym_large_cache_unlink_locked(oldest);
-        pym_chunkmap_clear(oldest->base, oldest->size);
-        released += oldest->size;
-        oldest->next = victims;
-        victims = oldest;
-    }
+    pym_large_t *victims = pym_free_victims_locked(0, true, NULL);
     pthread_mutex_unlock(&pym_large_lock);
-    pym_large_unmap_list(victims);
-    return released;
+    return pym_unmap_victims(victims);
+}
+
+size_t pym_large_decay(uint64_t now_ms)
+{
+    pthread_mutex_lock(&pym_large_lock);
+    pym_large_t *victims = pym_free_victims_locked(now_ms, false, NULL);
+    pthread_mutex_unlock(&pym_large_lock);
+    return pym_unmap_victims(victims);
 }
 
 void pym_large_counters_locked(pym_stats_t *out)
 {
     out->large_count = pym_large_live_count;
     out->large_bytes = pym_large_live_bytes;
-    out->large_cached_bytes = pym_large_cache_bytes;
+    out->large_cached_bytes = pym_free_bytes;
     out->large_peak_bytes = pym_large_peak_bytes;
 }

@@ -12,17 +12,46 @@
  *
  * Failures return NULL with errno left as ENOMEM: callers turn them into a
  * NULL from malloc.
+ *
+ * Every system call made here is counted (pym_os_counters: mmap, munmap,
+ * madvise, mremap), for the statistics and the tests that check a steady
+ * loop makes none.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
 
 static uintptr_t pym_os_hint; /* where the next aligned mapping is asked for (racy by design: only a hint) */
+static size_t pym_os_calls[PYM_OS_CALL_KINDS]; /* system calls made, per kind (atomic) */
+
+static inline void pym_os_count(enum pym_os_call kind)
+{
+    __atomic_fetch_add(&pym_os_calls[kind], 1, __ATOMIC_RELAXED);
+}
+
+void pym_os_counters(size_t out[PYM_OS_CALL_KINDS])
+{
+    for (unsigned kind = 0; kind < PYM_OS_CALL_KINDS; kind++)
+        out[kind] = __atomic_load_n(&pym_os_calls[kind], __ATOMIC_RELAXED);
+}
+
+static void *pym_os_mmap(void *hint, size_t size)
+{
+    pym_os_count(PYM_OS_MMAP);
+    return mmap(hint, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
+
+static int pym_os_munmap(void *address, size_t size)
+{
+    pym_os_count(PYM_OS_MUNMAP);
+    return munmap(address, size);
+}
 
 #ifdef PYM_FAULT_INJECTION
 /* Out-of-memory injection, compiled only into test builds (tests/faults/oom.c).
@@ -100,7 +129,7 @@ size_t pym_os_page_size(void)
 void *pym_os_map(size_t size)
 {
     PYM_OS_INJECT(PYM_OS_OP_MAP, NULL);
-    void *address = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *address = pym_os_mmap(NULL, size);
     if (address == MAP_FAILED) {
         errno = ENOMEM;
         return NULL;
@@ -110,7 +139,7 @@ void *pym_os_map(size_t size)
 
 void pym_os_unmap(void *address, size_t size)
 {
-    if (address != NULL && size != 0 && munmap(address, size) != 0)
+    if (address != NULL && size != 0 && pym_os_munmap(address, size) != 0)
         pym_report("pymalloc: munmap(%p, %zu) failed (errno %d); the range stays mapped", address, size, errno);
 }
 
@@ -119,14 +148,14 @@ void *pym_os_map_aligned(size_t size, size_t alignment)
     PYM_OS_INJECT(PYM_OS_OP_MAP_ALIGNED, NULL);
     uintptr_t hint = __atomic_load_n(&pym_os_hint, __ATOMIC_RELAXED);
     if (hint != 0 && (hint & (alignment - 1)) == 0) {
-        void *address = mmap((void *)hint, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        void *address = pym_os_mmap((void *)hint, size);
         if (address != MAP_FAILED) {
             if (((uintptr_t)address & (alignment - 1)) == 0) {
                 __atomic_store_n(&pym_os_hint, (uintptr_t)address + pym_align_up(size, PYM_CHUNK_SIZE),
                                  __ATOMIC_RELAXED);
                 return address;
             }
-            munmap(address, size);
+            pym_os_munmap(address, size);
         }
     }
     if (size + alignment < size) {
@@ -134,7 +163,7 @@ void *pym_os_map_aligned(size_t size, size_t alignment)
         return NULL;
     }
     size_t padded = size + alignment;
-    char *raw = mmap(NULL, padded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *raw = pym_os_mmap(NULL, padded);
     if (raw == MAP_FAILED) {
         errno = ENOMEM;
         return NULL;
@@ -143,9 +172,9 @@ void *pym_os_map_aligned(size_t size, size_t alignment)
     size_t head = (size_t)(aligned - raw);
     size_t tail = padded - head - size;
     if (head)
-        munmap(raw, head);
+        pym_os_munmap(raw, head);
     if (tail)
-        munmap(aligned + size, tail);
+        pym_os_munmap(aligned + size, tail);
     __atomic_store_n(&pym_os_hint, (uintptr_t)aligned + pym_align_up(size, PYM_CHUNK_SIZE), __ATOMIC_RELAXED);
     return aligned;
 }
@@ -156,6 +185,7 @@ bool pym_os_remap_in_place(void *address, size_t old_size, size_t new_size)
         return true;
     if (new_size > old_size) /* shrinking only trims a mapping: not a failure to model */
         PYM_OS_INJECT(PYM_OS_OP_REMAP_GROW, false);
+    pym_os_count(PYM_OS_MREMAP);
     return mremap(address, old_size, new_size, 0) != MAP_FAILED;
 }
 
@@ -169,9 +199,12 @@ void *pym_os_remap_onto(void *address, size_t old_size, size_t new_size, void *t
 #ifdef PYM_FAULT_INJECTION
     if (!pym_os_injected(PYM_OS_OP_REMAP_MOVE))
 #endif
+    {
+        pym_os_count(PYM_OS_MREMAP);
         moved = mremap(address, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, target);
+    }
     if (moved == MAP_FAILED) {
-        munmap(target, new_size);
+        pym_os_munmap(target, new_size);
         errno = ENOMEM;
         return NULL;
     }
@@ -181,6 +214,14 @@ void *pym_os_remap_onto(void *address, size_t old_size, size_t new_size, void *t
 /* Drop the pages of a range, which stays mapped and reads as zero after. */
 void pym_os_decommit(void *address, size_t size)
 {
+    pym_os_count(PYM_OS_MADVISE);
     if (madvise(address, size, MADV_DONTNEED) != 0)
         pym_report("pymalloc: madvise(%p, %zu, MADV_DONTNEED) failed (errno %d)", address, size, errno);
+}
+
+uint64_t pym_os_now_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &now); /* vDSO: no system call */
+    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
 }

@@ -140,7 +140,7 @@ static void pym_stats_render(pym_printer_t *printer)
     pym_print(printer, "# large blocks live               %14zu\n", stats.large_count);
     pym_print(printer, "# bytes in large mappings         %14zu  (%.1f MiB)\n", stats.large_bytes,
               pym_mib(stats.large_bytes));
-    pym_print(printer, "# bytes in cached large mappings  %14zu\n", stats.large_cached_bytes);
+    pym_print(printer, "# bytes in free large extents     %14zu\n", stats.large_cached_bytes);
     pym_print(printer, "# bytes in large mappings at peak %14zu  (%.1f MiB)\n", stats.large_peak_bytes,
               pym_mib(stats.large_peak_bytes));
     pym_print(printer, "# bytes mapped now                %14zu  (%.1f MiB)\n", stats.mapped_bytes,
@@ -149,6 +149,10 @@ static void pym_stats_render(pym_printer_t *printer)
               pym_mib(stats.mapped_peak_bytes));
     pym_print(printer, "# thread heaps live               %14zu\n", stats.heaps_live);
     pym_print(printer, "# foreign frees ignored           %14zu\n", stats.invalid_frees);
+    size_t calls[PYM_OS_CALL_KINDS];
+    pym_os_counters(calls);
+    pym_print(printer, "# system calls: mmap %zu, munmap %zu, madvise %zu, mremap %zu\n", calls[PYM_OS_MMAP],
+              calls[PYM_OS_MUNMAP], calls[PYM_OS_MADVISE], calls[PYM_OS_MREMAP]);
 }
 
 /* The same figures as one JSON object (PYMALLOC_STATS=json). */
@@ -177,9 +181,13 @@ static void pym_stats_render_json(pym_printer_t *printer)
     pym_print(printer, "  \"large_count\": %zu, \"large_bytes\": %zu, \"large_cached_bytes\": %zu, "
                        "\"large_peak_bytes\": %zu,\n",
               stats.large_count, stats.large_bytes, stats.large_cached_bytes, stats.large_peak_bytes);
+    size_t calls[PYM_OS_CALL_KINDS];
+    pym_os_counters(calls);
     pym_print(printer, "  \"mapped_bytes\": %zu, \"mapped_peak_bytes\": %zu, \"heaps_live\": %zu, "
-                       "\"invalid_frees\": %zu}}\n",
+                       "\"invalid_frees\": %zu,\n",
               stats.mapped_bytes, stats.mapped_peak_bytes, stats.heaps_live, stats.invalid_frees);
+    pym_print(printer, "  \"system_calls\": {\"mmap\": %zu, \"munmap\": %zu, \"madvise\": %zu, \"mremap\": %zu}}}\n",
+              calls[PYM_OS_MMAP], calls[PYM_OS_MUNMAP], calls[PYM_OS_MADVISE], calls[PYM_OS_MREMAP]);
 }
 
 void pym_stats_print(FILE *stream)

@@ -228,17 +228,18 @@ static void test_foreign_frees_ignored(void)
 }
 
 /* ---- foreign memory inside the last chunk of a large mapping ------------------------- */
-/* A large block's mapping ends on a page, not a chunk boundary; the rest of
- * its last 256 KiB chunk may hold someone else's mapping.  A pointer there
- * is foreign memory: ignored and counted like any other, not mistaken for an
- * interior pointer of the large block. */
+/* A block mapped on its own (over-aligned here; huge ones too) ends on a
+ * page, not a chunk boundary; the rest of its last 256 KiB chunk may hold
+ * someone else's mapping.  A pointer there is foreign memory: ignored and
+ * counted like any other, not mistaken for an interior pointer of the large
+ * block.  (Other large blocks are extents of whole chunks.) */
 static void body_past_large_end(void *unused)
 {
     (void)unused;
     const uintptr_t chunk_mask = 256 * 1024 - 1;
     for (size_t attempt = 0; attempt < 8; attempt++) {
         size_t size = 300 * 1024 + 1000 + attempt * 8192;
-        char *large = malloc(size);
+        char *large = aligned_alloc(512 * 1024, size);
         if (large == NULL)
             _exit(40);
         memset(large, 0x6b, size);

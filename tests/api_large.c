@@ -1,26 +1,34 @@
 /*
- * api_large.c -- large blocks (> 128 KiB, large.c) through malloc/calloc/free
- * (linked with -lpymalloc: the whole process allocates with pymalloc).
+ * api_large.c -- large blocks (> 128 KiB, large.c) through malloc, calloc,
+ * realloc and free (linked with -lpymalloc: the whole process allocates
+ * with pymalloc).
  *
  * Covers:
  *   - blocks of 200 KB .. 32 MB allocate, start on a 256 KiB boundary, have
- *     every page writable, count in large_count / large_bytes while alive and
- *     leave those counters when freed;
- *   - a steady malloc/free loop of a 300 KB block reuses one mapping: the
- *     pointer repeats, nothing new is mapped, large_count returns to its
- *     start value, the arena counters do not move;
- *   - the cache reuses a mapping at most 25% larger than the request, not a
- *     bigger one, and takes the best fit;
- *   - from 64 MiB (the direct-mapping threshold) on blocks are not cached:
- *     freeing a 64 MiB block lowers large_bytes and mapped_bytes by 64 MiB
- *     and the block is no longer pymalloc's; a block just below 64 MiB is
- *     cached and handed out again;
- *   - the cache is bounded: after freeing many 900 KB blocks it holds at most
- *     16 mappings, keeping the most recent ones; after freeing five 20 MiB
- *     blocks it holds no more than 64 MiB;
- *   - decay: a cached mapping unused for a second is unmapped at the next
- *     free of a large block;
- *   - calloc of a reused (dirty) cached block is zero.
+ *     every page writable, count in large_count / large_bytes (whole chunks)
+ *     while alive and leave those counters when freed;
+ *   - a steady malloc/free loop of a 300 KB block reuses one extent: the
+ *     pointer repeats and no system call is made;
+ *   - reuse and split: a freed 4 MiB extent serves a 1 MiB request from its
+ *     start and keeps the other 3 MiB free for the next request;
+ *   - coalescing: extents freed next to each other merge (two and three
+ *     ways), so the whole range serves one request again;
+ *   - best fit: of two free extents the smallest that holds the request;
+ *   - realloc grows a block into the free extent after it without moving or
+ *     a system call, gives chunks back when shrunk to less than half, and
+ *     moves it (contents intact) when nothing next to it is free;
+ *   - from 64 MiB (the direct-mapping threshold) on blocks are unmapped when
+ *     freed; a block just below is kept and handed out again;
+ *   - the budget of free extents: with nothing live at most 64 MiB stay
+ *     free (the oldest extent is cut, not dropped whole), with more live
+ *     large blocks as many bytes as are live;
+ *   - decay: a free extent unused for a second is unmapped at the next large
+ *     free, before that free can merge with it;
+ *   - calloc of a reused (dirty) extent is zero;
+ *   - blocks of 1..8 MiB churned through 20 slots (the shape of programs
+ *     that allocate and value-initialise big buffers) stop mapping memory
+ *     once the first rounds have warmed the extents up.
+ * System-call counts come from the JSON statistics (pym_stats_print_json).
  * Calls go through volatile function pointers so the compiler cannot fold
  * them with its built-in knowledge of the allocation functions.
  */
@@ -37,14 +45,14 @@
 
 static void *(*volatile malloc_fn)(size_t) = malloc;
 static void *(*volatile calloc_fn)(size_t, size_t) = calloc;
+static void *(*volatile realloc_fn)(void *, size_t) = realloc;
 static void (*volatile free_fn)(void *) = free;
 static size_t (*volatile usable_fn)(void *) = malloc_usable_size;
 
 #define KiB ((size_t)1024)
 #define MiB (1024 * KiB)
 #define CHUNK (256 * KiB)
-#define CACHE_SLOTS 16
-#define CACHE_BYTES (64 * MiB)
+#define FREE_BUDGET (64 * MiB)
 #define DIRECT_THRESHOLD (64 * MiB)
 
 static size_t page_size;
@@ -61,18 +69,46 @@ static size_t page_round(size_t size)
     return (size + page_size - 1) / page_size * page_size;
 }
 
-/* Fill the large cache with 16 small mappings (132 KiB), evicting whatever it
- * held, so that a check's own mappings are the only candidates near its
- * request size. */
-static void flush_large_cache(void)
+static size_t chunk_round(size_t size)
 {
-    void *fillers[CACHE_SLOTS];
-    for (int i = 0; i < CACHE_SLOTS; i++) {
-        fillers[i] = malloc_fn(132 * KiB);
-        REQUIRE(fillers[i] != NULL);
-    }
-    for (int i = 0; i < CACHE_SLOTS; i++)
-        free_fn(fillers[i]);
+    return (size + CHUNK - 1) / CHUNK * CHUNK;
+}
+
+/* mmap + munmap + madvise + mremap calls so far, from the JSON statistics. */
+typedef struct os_calls {
+    unsigned long mmap, munmap, madvise, mremap;
+} os_calls_t;
+
+static os_calls_t os_calls_now(void)
+{
+    /* Into a fixed buffer: measuring must not allocate (much) itself. */
+    static char text[32768];
+    memset(text, 0, sizeof(text));
+    FILE *stream = fmemopen(text, sizeof(text) - 1, "w");
+    REQUIRE(stream != NULL);
+    pym_stats_print_json(stream);
+    fclose(stream);
+    os_calls_t calls = {0, 0, 0, 0};
+    const char *at = strstr(text, "\"system_calls\"");
+    REQUIRE(at != NULL, "no system_calls in the JSON statistics");
+    REQUIRE(sscanf(at, "\"system_calls\": {\"mmap\": %lu, \"munmap\": %lu, \"madvise\": %lu, \"mremap\": %lu}",
+                   &calls.mmap, &calls.munmap, &calls.madvise, &calls.mremap) == 4,
+            "system_calls: %.80s", at);
+    return calls;
+}
+
+static unsigned long os_calls_since(os_calls_t before)
+{
+    os_calls_t now = os_calls_now();
+    return (now.mmap - before.mmap) + (now.munmap - before.munmap) + (now.madvise - before.madvise)
+           + (now.mremap - before.mremap);
+}
+
+/* Forget every free extent: the checks below start from none. */
+static void no_free_extents(void)
+{
+    pym_trim();
+    REQUIRE(stats_now().large_cached_bytes == 0, "pym_trim leaves free extents");
 }
 
 static void check_sizes(void)
@@ -82,15 +118,16 @@ static void check_sizes(void)
     enum { COUNT = sizeof(sizes) / sizeof(sizes[0]) };
     pym_stats_t before = stats_now();
     unsigned char *blocks[COUNT];
-    size_t total_usable = 0;
+    size_t total_extents = 0;
     for (size_t i = 0; i < COUNT; i++) {
         blocks[i] = malloc_fn(sizes[i]);
         REQUIRE(blocks[i] != NULL, "malloc(%zu)", sizes[i]);
         CHECK(((uintptr_t)blocks[i] & (CHUNK - 1)) == 0, "malloc(%zu) = %p is not on a chunk boundary", sizes[i],
               (void *)blocks[i]);
         size_t usable = usable_fn(blocks[i]);
-        CHECK(usable >= sizes[i] && usable % page_size == 0, "malloc(%zu): usable %zu", sizes[i], usable);
-        total_usable += usable;
+        CHECK(usable == page_round(sizes[i]), "malloc(%zu): usable %zu, expected the request in whole pages",
+              sizes[i], usable);
+        total_extents += chunk_round(sizes[i]);
         for (size_t offset = 0; offset < sizes[i]; offset += page_size)
             blocks[i][offset] = (unsigned char)(i + offset / page_size);
         blocks[i][sizes[i] - 1] = (unsigned char)i;
@@ -98,10 +135,10 @@ static void check_sizes(void)
     pym_stats_t during = stats_now();
     CHECK(during.large_count == before.large_count + COUNT, "large_count %zu, expected %zu", during.large_count,
           before.large_count + COUNT);
-    CHECK(during.large_bytes == before.large_bytes + total_usable, "large_bytes %zu, expected %zu",
-          during.large_bytes, before.large_bytes + total_usable);
+    CHECK(during.large_bytes == before.large_bytes + total_extents, "large_bytes %zu, expected %zu (whole chunks)",
+          during.large_bytes, before.large_bytes + total_extents);
     CHECK(during.large_peak_bytes >= during.large_bytes, "large_peak_bytes %zu", during.large_peak_bytes);
-    CHECK(during.mapped_bytes >= total_usable, "mapped_bytes %zu", during.mapped_bytes);
+    CHECK(during.mapped_bytes >= total_extents, "mapped_bytes %zu", during.mapped_bytes);
 
     size_t damaged = 0;
     for (size_t i = 0; i < COUNT; i++) {
@@ -119,7 +156,7 @@ static void check_sizes(void)
     CHECK(after.invalid_frees == before.invalid_frees, "no invalid free");
 }
 
-static void check_steady_loop_reuses_mapping(void)
+static void check_steady_loop_reuses_extent(void)
 {
     const size_t size = 300 * 1000;
     unsigned char *first = malloc_fn(size);
@@ -127,6 +164,7 @@ static void check_steady_loop_reuses_mapping(void)
     memset(first, 1, size);
     free_fn(first);
     pym_stats_t start = stats_now();
+    os_calls_t calls = os_calls_now();
 
     size_t repeats = 0;
     for (int round = 0; round < 2000; round++) {
@@ -137,47 +175,131 @@ static void check_steady_loop_reuses_mapping(void)
         block[size - 1] = (unsigned char)round;
         free_fn(block);
     }
+    unsigned long syscalls = os_calls_since(calls);
     pym_stats_t end = stats_now();
-    CHECK(repeats == 2000, "the 300 KB loop reused the cached mapping %zu of 2000 times", repeats);
+    CHECK(repeats == 2000, "the 300 KB loop reused the free extent %zu of 2000 times", repeats);
+    CHECK(syscalls == 0, "the loop made %lu system calls", syscalls);
     CHECK(end.large_count == start.large_count, "large_count %zu -> %zu", start.large_count, end.large_count);
     CHECK(end.large_bytes == start.large_bytes, "large_bytes %zu -> %zu", start.large_bytes, end.large_bytes);
     CHECK(end.large_cached_bytes == start.large_cached_bytes, "large_cached_bytes %zu -> %zu",
           start.large_cached_bytes, end.large_cached_bytes);
-    CHECK(end.large_cached_bytes >= page_round(size), "the freed 300 KB mapping is in the cache (%zu bytes cached)",
-          end.large_cached_bytes);
     CHECK(end.mapped_bytes == start.mapped_bytes, "the loop mapped nothing new (%zu -> %zu)", start.mapped_bytes,
           end.mapped_bytes);
     CHECK(end.arenas_now == start.arenas_now && end.arenas_total == start.arenas_total,
           "arena counters unchanged by large blocks");
-    CHECK(end.large_peak_bytes == start.large_peak_bytes, "peak unchanged by the loop");
 }
 
-static void check_cache_fit(void)
+static void check_split_and_reuse(void)
 {
-    const size_t request = 300 * 1000, mapped = page_round(request);
-    flush_large_cache();
-    /* A mapping within 25% of the request is reused... */
-    size_t near_size = mapped + mapped / 4 - page_size;
-    void *near = malloc_fn(near_size);
-    REQUIRE(near != NULL);
-    free_fn(near);
-    void *reused = malloc_fn(request);
-    CHECK(reused == near, "a %zu-byte cached mapping serves a %zu-byte request", page_round(near_size), request);
-    CHECK(usable_fn(reused) == page_round(near_size), "the reused block reports the mapping's size (%zu)",
-          usable_fn(reused));
-    free_fn(reused);
+    no_free_extents();
+    char *whole = malloc_fn(4 * MiB);
+    REQUIRE(whole != NULL);
+    memset(whole, 0x11, 4 * MiB);
+    free_fn(whole);
+    CHECK(stats_now().large_cached_bytes == 4 * MiB, "the freed 4 MiB extent is kept");
+    os_calls_t calls = os_calls_now();
+    char *front = malloc_fn(MiB);
+    CHECK(front == whole, "a 1 MiB request takes the start of the free 4 MiB extent (%p, expected %p)",
+          (void *)front, (void *)whole);
+    CHECK(stats_now().large_cached_bytes == 3 * MiB, "the other 3 MiB stay free (%zu)",
+          stats_now().large_cached_bytes);
+    char *rest = malloc_fn(3 * MiB);
+    CHECK(rest == whole + MiB, "a 3 MiB request takes the rest (%p, expected %p)", (void *)rest,
+          (void *)(whole + MiB));
+    CHECK(os_calls_since(calls) == 0, "splitting a free extent makes no system call");
+    CHECK(stats_now().large_cached_bytes == 0, "nothing is left free");
 
-    /* ...a larger one is not. */
-    size_t far_size = mapped + mapped / 4 + 4 * page_size;
-    void *far = malloc_fn(far_size);
-    REQUIRE(far != NULL);
-    free_fn(far);
-    void *fresh = malloc_fn(request);
-    CHECK(fresh != far, "a mapping more than 25%% larger (%zu) must not serve %zu bytes", page_round(far_size),
-          request);
-    /* The near one, still cached, is the best fit now. */
-    CHECK(fresh == near, "the best fitting cached mapping is used (%p, expected %p)", fresh, near);
-    free_fn(fresh);
+    /* Coalescing, two ways: both freed, one 4 MiB request fits again. */
+    free_fn(front);
+    free_fn(rest);
+    CHECK(stats_now().large_cached_bytes == 4 * MiB, "4 MiB free again");
+    char *again = malloc_fn(4 * MiB);
+    CHECK(again == whole, "two freed neighbours merged: a 4 MiB request takes them (%p, expected %p)",
+          (void *)again, (void *)whole);
+
+    /* Three ways: the middle one freed last joins both neighbours. */
+    free_fn(again);
+    char *a = malloc_fn(MiB), *b = malloc_fn(MiB), *c = malloc_fn(2 * MiB);
+    REQUIRE(a == whole && b == whole + MiB && c == whole + 2 * MiB, "carved in address order: %p %p %p",
+            (void *)a, (void *)b, (void *)c);
+    free_fn(a);
+    free_fn(c);
+    char *probe = malloc_fn(4 * MiB);
+    CHECK(probe != whole, "with the middle still live no 4 MiB extent is free");
+    free_fn(probe);
+    free_fn(b);
+    calls = os_calls_now();
+    char *merged = malloc_fn(4 * MiB);
+    CHECK(merged == whole, "three neighbours merged into one extent (%p, expected %p)", (void *)merged,
+          (void *)whole);
+    CHECK(os_calls_since(calls) == 0, "taking the merged extent makes no system call");
+    free_fn(merged);
+}
+
+static void check_best_fit(void)
+{
+    no_free_extents();
+    char *whole = malloc_fn(6 * MiB);
+    REQUIRE(whole != NULL);
+    free_fn(whole);
+    char *small = malloc_fn(MiB), *guard1 = malloc_fn(MiB), *big = malloc_fn(2 * MiB), *guard2 = malloc_fn(2 * MiB);
+    REQUIRE(small == whole && guard1 == whole + MiB && big == whole + 2 * MiB && guard2 == whole + 4 * MiB);
+    free_fn(big);
+    free_fn(small); /* free: 1 MiB at whole, 2 MiB at whole + 2 MiB */
+    char *one = malloc_fn(MiB);
+    CHECK(one == whole, "a 1 MiB request takes the 1 MiB extent, not the 2 MiB one (%p)", (void *)one);
+    char *two = malloc_fn(2 * MiB);
+    CHECK(two == whole + 2 * MiB, "a 2 MiB request takes the 2 MiB extent (%p)", (void *)two);
+    free_fn(one);
+    free_fn(two);
+    free_fn(guard1);
+    free_fn(guard2);
+}
+
+static bool filled_with(const unsigned char *block, size_t size, unsigned char value)
+{
+    for (size_t i = 0; i < size; i++)
+        if (block[i] != value)
+            return false;
+    return true;
+}
+
+static void check_realloc(void)
+{
+    no_free_extents();
+    unsigned char *whole = malloc_fn(4 * MiB);
+    REQUIRE(whole != NULL);
+    free_fn(whole);
+    unsigned char *block = malloc_fn(MiB);
+    REQUIRE(block == whole);
+    memset(block, 0x42, MiB);
+    os_calls_t calls = os_calls_now();
+    unsigned char *grown = realloc_fn(block, 3 * MiB);
+    CHECK(grown == block, "realloc to 3 MiB grows into the free extent after the block (%p, expected %p)",
+          (void *)grown, (void *)block);
+    CHECK(os_calls_since(calls) == 0, "growing into a free neighbour makes no system call");
+    CHECK(filled_with(grown, MiB, 0x42), "the first 1 MiB survives the growth");
+    memset(grown, 0x43, 3 * MiB);
+    CHECK(stats_now().large_cached_bytes == MiB, "1 MiB of the extent stays free");
+
+    unsigned char *shrunk = realloc_fn(grown, MiB);
+    CHECK(shrunk == grown, "realloc to less than half stays in place");
+    CHECK(stats_now().large_cached_bytes == 3 * MiB, "and gives 2 MiB back, merged with the free 1 MiB (%zu)",
+          stats_now().large_cached_bytes);
+    CHECK(filled_with(shrunk, MiB, 0x43), "the kept 1 MiB is intact");
+
+    /* Nothing free holds 8 MiB, and the free 3 MiB after the block is too
+     * short: the block moves (its pages, with mremap), contents intact. */
+    unsigned char *moved = realloc_fn(shrunk, 8 * MiB);
+    REQUIRE(moved != NULL);
+    CHECK(filled_with(moved, MiB, 0x43), "the block's bytes survive the move");
+    memset(moved, 0x44, 8 * MiB);
+    CHECK(usable_fn(moved) >= 8 * MiB, "usable %zu after growing to 8 MiB", usable_fn(moved));
+    unsigned char *small = realloc_fn(moved, 100 * 1000);
+    REQUIRE(small != NULL);
+    CHECK(filled_with(small, 100 * 1000, 0x44), "realloc down to a medium size keeps the bytes");
+    CHECK(pym_size_class(100 * 1000) >= 0 && usable_fn(small) < 256 * KiB, "and gives a medium block");
+    free_fn(small);
 }
 
 static void check_direct_blocks_are_unmapped(void)
@@ -193,98 +315,77 @@ static void check_direct_blocks_are_unmapped(void)
     pym_stats_t after = stats_now();
     CHECK(after.large_bytes + 64 * MiB <= during.large_bytes, "large_bytes after freeing 64 MiB: %zu -> %zu",
           during.large_bytes, after.large_bytes);
-    CHECK(after.large_cached_bytes == before.large_cached_bytes, "a 64 MiB block is not cached (%zu -> %zu)",
+    CHECK(after.large_cached_bytes == before.large_cached_bytes, "a 64 MiB block is not kept (%zu -> %zu)",
           before.large_cached_bytes, after.large_cached_bytes);
     CHECK(after.mapped_bytes + 64 * MiB <= during.mapped_bytes, "mapped_bytes %zu -> %zu", during.mapped_bytes,
           after.mapped_bytes);
     CHECK(!pym_owns(huge) && usable_fn(huge) == 0, "a freed direct block is no longer pymalloc's");
 
-    /* Just below the threshold the mapping is cached and handed out again. */
-    flush_large_cache();
+    /* Just below the threshold the extent is kept and handed out again. */
+    no_free_extents();
     void *below = malloc_fn(DIRECT_THRESHOLD - page_size);
     REQUIRE(below != NULL);
     free_fn(below);
-    CHECK(stats_now().large_cached_bytes >= DIRECT_THRESHOLD - page_size, "a block of 64 MiB - 1 page is cached");
+    CHECK(stats_now().large_cached_bytes >= DIRECT_THRESHOLD - page_size, "a block of 64 MiB - 1 page is kept");
     void *below_again = malloc_fn(DIRECT_THRESHOLD - page_size);
-    CHECK(below_again == below, "the cached 64 MiB - 1 page mapping is reused");
+    CHECK(below_again == below, "the kept 64 MiB - 1 page extent is reused");
     free_fn(below_again);
-    flush_large_cache();
+    no_free_extents();
 }
 
-static void check_cache_byte_bound(void)
+static void check_free_budget(void)
 {
     enum { COUNT = 5 };
     const size_t size = 20 * MiB;
+    no_free_extents();
     void *blocks[COUNT];
     for (int i = 0; i < COUNT; i++)
         REQUIRE((blocks[i] = malloc_fn(size)) != NULL);
     for (int i = 0; i < COUNT; i++)
         free_fn(blocks[i]);
     pym_stats_t after = stats_now();
-    CHECK(after.large_cached_bytes <= CACHE_BYTES, "five 20 MiB blocks freed: %zu bytes cached, more than 64 MiB",
+    CHECK(after.large_cached_bytes <= FREE_BUDGET, "five 20 MiB blocks freed: %zu bytes kept, more than 64 MiB",
           after.large_cached_bytes);
-    CHECK(after.large_cached_bytes >= 3 * size, "the last three 20 MiB mappings stay cached (%zu bytes cached)",
+    CHECK(after.large_cached_bytes >= 3 * size, "at least three blocks' worth stays free (%zu bytes kept)",
           after.large_cached_bytes);
-    flush_large_cache();
+
+    /* With 100 MiB of large blocks live, 80 MiB freed stay free. */
+    no_free_extents();
+    void *live[10], *churn[8];
+    for (int i = 0; i < 10; i++)
+        REQUIRE((live[i] = malloc_fn(10 * MiB)) != NULL);
+    for (int i = 0; i < 8; i++)
+        REQUIRE((churn[i] = malloc_fn(10 * MiB)) != NULL);
+    for (int i = 0; i < 8; i++)
+        free_fn(churn[i]);
+    size_t kept = stats_now().large_cached_bytes;
+    CHECK(kept >= 80 * MiB, "with 100 MiB live the budget follows the live bytes: %zu of 80 MiB kept", kept);
+    for (int i = 0; i < 10; i++)
+        free_fn(live[i]);
+    CHECK(stats_now().large_cached_bytes <= 100 * MiB, "and shrinks when they are freed (%zu)",
+          stats_now().large_cached_bytes);
+    no_free_extents();
 }
 
-static void check_cache_decay(void)
+static void check_decay(void)
 {
     const size_t size = 700 * 1000;
-    flush_large_cache();
-    pym_stats_t start = stats_now();
+    no_free_extents();
     void *block = malloc_fn(size);
-    REQUIRE(block != NULL);
-    free_fn(block);
-    pym_stats_t cached = stats_now();
-    CHECK(cached.large_cached_bytes >= page_round(size) && cached.large_cached_bytes > start.large_cached_bytes,
-          "the 700 KB mapping is cached (%zu -> %zu bytes cached)", start.large_cached_bytes, cached.large_cached_bytes);
-    usleep(1200 * 1000); /* past the one-second decay */
     void *other = malloc_fn(150 * 1000);
-    REQUIRE(other != NULL);
-    free_fn(other); /* a large free trims the cache */
+    REQUIRE(block != NULL && other != NULL);
+    free_fn(block);
+    pym_stats_t kept = stats_now();
+    CHECK(kept.large_cached_bytes == chunk_round(size), "the 700 KB extent is kept (%zu bytes free)",
+          kept.large_cached_bytes);
+    usleep(1200 * 1000); /* past the one-second decay */
+    free_fn(other);      /* a large free returns what decayed, before it merges */
     pym_stats_t decayed = stats_now();
-    CHECK(decayed.large_cached_bytes == page_round(150 * 1000),
-          "mappings cached for 1.2 s are unmapped at the next large free (%zu -> %zu bytes cached)",
-          cached.large_cached_bytes, decayed.large_cached_bytes);
-    CHECK(decayed.mapped_bytes + cached.large_cached_bytes <= cached.mapped_bytes + page_round(150 * 1000),
-          "and their memory is unmapped (%zu -> %zu bytes mapped)", cached.mapped_bytes, decayed.mapped_bytes);
-}
-
-static void check_cache_bound(void)
-{
-    enum { COUNT = 60 };
-    const size_t size = 900 * 1000;
-    unsigned char *blocks[COUNT];
-    for (int i = 0; i < COUNT; i++) {
-        blocks[i] = malloc_fn(size);
-        REQUIRE(blocks[i] != NULL);
-        blocks[i][0] = blocks[i][size - 1] = (unsigned char)i;
-    }
-    pym_stats_t live = stats_now();
-    for (int i = 0; i < COUNT; i++)
-        free_fn(blocks[i]);
-    pym_stats_t after = stats_now();
-    CHECK(after.large_cached_bytes <= CACHE_BYTES, "large_cached_bytes %zu exceeds 64 MiB", after.large_cached_bytes);
-    CHECK(after.large_cached_bytes == CACHE_SLOTS * page_round(size),
-          "the cache should hold exactly the 16 last 900 KB mappings (%zu bytes cached, expected %zu)",
-          after.large_cached_bytes, CACHE_SLOTS * page_round(size));
-    CHECK(after.large_count + COUNT == live.large_count, "all 60 blocks left the live count");
-    CHECK(after.mapped_bytes + (COUNT - CACHE_SLOTS) * page_round(size) <= live.mapped_bytes,
-          "the mappings beyond the cache were unmapped (%zu -> %zu)", live.mapped_bytes, after.mapped_bytes);
-
-    /* The cache keeps the most recently freed mappings. */
-    unsigned char *again[CACHE_SLOTS];
-    size_t recent = 0;
-    for (int i = 0; i < CACHE_SLOTS; i++) {
-        again[i] = malloc_fn(size);
-        REQUIRE(again[i] != NULL);
-        for (int j = COUNT - CACHE_SLOTS; j < COUNT; j++)
-            recent += again[i] == blocks[j];
-    }
-    CHECK(recent == CACHE_SLOTS, "%zu of 16 new blocks reused the 16 most recently freed mappings", recent);
-    for (int i = 0; i < CACHE_SLOTS; i++)
-        free_fn(again[i]);
+    CHECK(decayed.large_cached_bytes == chunk_round(150 * 1000),
+          "an extent free for 1.2 s is unmapped at the next large free (%zu -> %zu bytes free)",
+          kept.large_cached_bytes, decayed.large_cached_bytes);
+    CHECK(decayed.mapped_bytes + chunk_round(size) <= kept.mapped_bytes + chunk_round(150 * 1000),
+          "and its memory is unmapped (%zu -> %zu bytes mapped)", kept.mapped_bytes, decayed.mapped_bytes);
 }
 
 static void check_calloc_of_reused_block(void)
@@ -292,37 +393,71 @@ static void check_calloc_of_reused_block(void)
     const size_t sizes[] = {150 * 1000, 300 * 1000, 700 * 1000, 1000 * 1000};
     for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
         size_t size = sizes[s];
-        flush_large_cache();
+        no_free_extents();
         unsigned char *dirty = malloc_fn(size);
         REQUIRE(dirty != NULL);
         memset(dirty, 0xCD, usable_fn(dirty));
         free_fn(dirty);
-        /* Same size, then a slightly smaller one that the same mapping serves. */
+        /* Same size, then a slightly smaller one that the same extent serves. */
         for (int pass = 0; pass < 2; pass++) {
             size_t request = pass == 0 ? size : size - size / 20;
             unsigned char *zeroed = calloc_fn(1, request);
             REQUIRE(zeroed != NULL);
-            CHECK(zeroed == dirty, "calloc(%zu) reuses the cached %zu-byte mapping", request, size);
+            CHECK(zeroed == dirty, "calloc(%zu) reuses the free %zu-byte extent", request, size);
             size_t nonzero = 0;
             for (size_t i = 0; i < request; i++)
                 nonzero += zeroed[i] != 0;
-            CHECK(nonzero == 0, "calloc(%zu) over a reused mapping: %zu nonzero bytes", request, nonzero);
+            CHECK(nonzero == 0, "calloc(%zu) over a reused extent: %zu nonzero bytes", request, nonzero);
             memset(zeroed, 0xCD, usable_fn(zeroed));
             free_fn(zeroed);
         }
     }
 }
 
+/* Buffers of 1..8 MiB, value-initialised, in 20 slots, each new one made
+ * before the one it replaces is freed. */
+static void check_churn_stops_mapping(void)
+{
+    enum { SLOTS = 20, WARM = 200, MEASURED = 300 };
+    no_free_extents();
+    unsigned char *slots[SLOTS] = {0};
+    uint64_t state = 42;
+    unsigned long measured_maps = 0;
+    os_calls_t calls = os_calls_now();
+    for (int round = 0; round < WARM + MEASURED; round++) {
+        if (round == WARM)
+            calls = os_calls_now();
+        state = state * 6364136223846793005u + 1442695040888963407u;
+        size_t slot = (size_t)(state >> 33) % SLOTS;
+        size_t size = MiB + (size_t)(state >> 40) % (7 * MiB);
+        unsigned char *fresh = malloc_fn(size);
+        REQUIRE(fresh != NULL);
+        memset(fresh, (int)round, size);
+        free_fn(slots[slot]);
+        slots[slot] = fresh;
+    }
+    measured_maps = os_calls_now().mmap - calls.mmap;
+    CHECK(measured_maps <= MEASURED / 20, "after %d warm-up rounds, %d more mapped %lu times (at most %d expected)",
+          WARM, MEASURED, measured_maps, MEASURED / 20);
+    printf("churn of 1..8 MiB buffers: %lu mmap calls in %d rounds after warm-up\n", measured_maps, MEASURED);
+    for (int i = 0; i < SLOTS; i++)
+        free_fn(slots[i]);
+    no_free_extents();
+}
+
 int main(void)
 {
     page_size = (size_t)sysconf(_SC_PAGESIZE);
+    os_calls_now(); /* the stream's own allocations are made once, here */
     check_sizes();
-    check_steady_loop_reuses_mapping();
-    check_cache_fit();
+    check_steady_loop_reuses_extent();
+    check_split_and_reuse();
+    check_best_fit();
+    check_realloc();
     check_direct_blocks_are_unmapped();
-    check_cache_bound();
-    check_cache_byte_bound();
-    check_cache_decay();
+    check_free_budget();
+    check_decay();
     check_calloc_of_reused_block();
+    check_churn_stops_mapping();
     return check_finish();
 }
