@@ -8,6 +8,21 @@
 // them as the counters peak_rss_kib and end_rss_kib.  /proc is read with
 // open/read into a stack buffer so that measuring allocates nothing.
 //
+// It also counts the system calls through which an allocator takes memory
+// from the kernel and gives it back -- mmap, munmap, madvise, mremap, brk --
+// made while the benchmark's timer runs, by every thread of the process
+// (the body's own threads included): one perf event per call on the
+// kernel's tracepoint syscalls:sys_enter_<name> (its id read from tracefs,
+// /sys/kernel/tracing or /sys/kernel/debug/tracing), opened before the body
+// with inherit=1 (so every thread created afterwards is counted too) and
+// disabled, enabled when the timer starts (the first bench_keep_running),
+// disabled around bench_pause/bench_resume and when the loop ends.  They
+// are reported as <name>_per_kop, calls per 1000 iterations.  Where the
+// tracepoints cannot be used (no tracefs, no permission: it takes root or
+// kernel.perf_event_paranoid <= -1) the counters are simply absent, and
+// bench_syscall_counters_status() says why (register.cc puts it into the
+// JSON context).
+//
 // Nothing here is specific to an allocator or a workload: any C body written
 // against bench.h can be registered with bench_run_body (see register.cc).
 
@@ -15,14 +30,30 @@
 
 #include <benchmark/benchmark.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <linux/perf_event.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+namespace {
+
+// The system calls counted, as named by the tracepoints (sys_enter_<name>)
+// and by the counters (<name>_per_kop).
+constexpr const char *syscall_names[] = {"mmap", "munmap", "madvise", "mremap", "brk"};
+constexpr int syscall_kinds = sizeof syscall_names / sizeof syscall_names[0];
+
+}  // namespace
 
 struct bench_run {
     benchmark::State &state;
     long end_rss_kib;  // -1: sample after the body returns
+    int syscall_fds[syscall_kinds];  // perf events, or -1 each when not counting
+    bool timer_started;  // the first bench_keep_running has returned
 };
 
 namespace {
@@ -71,11 +102,136 @@ void reset_peak_rss()
     close(fd);
 }
 
+// ---- system calls counted on tracepoints ----
+
+enum class counting { unknown, on, off };
+counting syscall_counting = counting::unknown;
+char syscall_status[512] = "off: not probed";
+
+// The tracepoint id of syscalls:sys_enter_<name>, or -1 with the reason in
+// syscall_status.
+long tracepoint_id(const char *name)
+{
+    static const char *const roots[] = {"/sys/kernel/tracing", "/sys/kernel/debug/tracing"};
+    int first_error = 0;
+    for (const char *root : roots) {
+        char path[256];
+        std::snprintf(path, sizeof path, "%s/events/syscalls/sys_enter_%s/id", root, name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            if (first_error == 0 || first_error == ENOENT)
+                first_error = errno;
+            continue;
+        }
+        char text[32];
+        ssize_t got = read(fd, text, sizeof text - 1);
+        close(fd);
+        if (got > 0) {
+            text[got] = '\0';
+            return std::strtol(text, nullptr, 10);
+        }
+    }
+    std::snprintf(syscall_status, sizeof syscall_status,
+                  "off: no tracepoint id for syscalls:sys_enter_%s in /sys/kernel/tracing or"
+                  " /sys/kernel/debug/tracing (%s%s)",
+                  name, first_error == ENOENT ? "no tracefs with syscall events" : std::strerror(first_error),
+                  first_error == EACCES || first_error == EPERM ? ": tracefs is readable by root only here" : "");
+    return -1;
+}
+
+// A disabled, inherited counting event on that tracepoint for this process, or -1.
+int open_tracepoint(long id, const char *name)
+{
+    perf_event_attr attr;
+    std::memset(&attr, 0, sizeof attr);
+    attr.type = PERF_TYPE_TRACEPOINT;
+    attr.size = sizeof attr;
+    attr.config = static_cast<unsigned long long>(id);
+    attr.disabled = 1;
+    attr.inherit = 1;  // threads created after this are counted as well
+    long fd = syscall(SYS_perf_event_open, &attr, 0 /* this process */, -1 /* any CPU */,
+                      -1 /* no group */, PERF_FLAG_FD_CLOEXEC);
+    if (fd < 0) {
+        int error = errno;
+        std::snprintf(syscall_status, sizeof syscall_status,
+                      "off: perf_event_open(syscalls:sys_enter_%s): %s%s", name, std::strerror(error),
+                      error == EACCES || error == EPERM
+                          ? " (needs root, or kernel.perf_event_paranoid <= -1)" : "");
+        return -1;
+    }
+    return static_cast<int>(fd);
+}
+
+void close_syscall_counters(int *fds)
+{
+    for (int i = 0; i < syscall_kinds; i++) {
+        if (fds[i] >= 0)
+            close(fds[i]);
+        fds[i] = -1;
+    }
+}
+
+// Open the events into fds (all, or none: then every fd is -1).
+bool open_syscall_counters(int *fds)
+{
+    for (int i = 0; i < syscall_kinds; i++)
+        fds[i] = -1;
+    if (syscall_counting == counting::off)
+        return false;
+    for (int i = 0; i < syscall_kinds; i++) {
+        long id = tracepoint_id(syscall_names[i]);
+        fds[i] = id < 0 ? -1 : open_tracepoint(id, syscall_names[i]);
+        if (fds[i] < 0) {
+            close_syscall_counters(fds);
+            syscall_counting = counting::off;
+            return false;
+        }
+    }
+    if (syscall_counting == counting::unknown) {
+        syscall_counting = counting::on;
+        std::snprintf(syscall_status, sizeof syscall_status, "on");
+    }
+    return true;
+}
+
+void switch_syscall_counters(bench_run *run, bool on)
+{
+    for (int fd : run->syscall_fds)
+        if (fd >= 0)
+            ioctl(fd, on ? PERF_EVENT_IOC_ENABLE : PERF_EVENT_IOC_DISABLE, 0);
+}
+
+// The counts, as <name>_per_kop counters (nothing when not counting).
+void report_syscall_counters(bench_run *run)
+{
+    if (run->syscall_fds[0] < 0)
+        return;
+    double iterations = static_cast<double>(run->state.iterations());
+    for (int i = 0; i < syscall_kinds; i++) {
+        uint64_t count = 0;
+        if (read(run->syscall_fds[i], &count, sizeof count) != static_cast<ssize_t>(sizeof count))
+            return;  // unreadable: no counters rather than wrong ones
+        if (iterations > 0) {
+            char name[32];
+            std::snprintf(name, sizeof name, "%s_per_kop", syscall_names[i]);
+            run->state.counters[name] = static_cast<double>(count) * 1000.0 / iterations;
+        }
+    }
+}
+
 }  // namespace
 
 extern "C" bool bench_keep_running(bench_run *run, uint64_t batch)
 {
-    return run->state.KeepRunningBatch(static_cast<benchmark::IterationCount>(batch));
+    bool more = run->state.KeepRunningBatch(static_cast<benchmark::IterationCount>(batch));
+    if (!run->timer_started && more) {
+        // The timer has just started: so does the counting.
+        run->timer_started = true;
+        switch_syscall_counters(run, true);
+    } else if (!more) {
+        switch_syscall_counters(run, false);  // the timer has stopped
+    }
+    return more;
 }
 
 extern "C" int64_t bench_arg(bench_run *run, int index)
@@ -95,12 +251,16 @@ extern "C" void bench_set_counter(bench_run *run, const char *name, double value
 
 extern "C" void bench_pause(bench_run *run)
 {
+    if (run->timer_started)
+        switch_syscall_counters(run, false);
     run->state.PauseTiming();
 }
 
 extern "C" void bench_resume(bench_run *run)
 {
     run->state.ResumeTiming();
+    if (run->timer_started)
+        switch_syscall_counters(run, true);
 }
 
 extern "C" void bench_note_end_rss(bench_run *run)
@@ -118,12 +278,29 @@ void bench_set_quick(bool quick)
     quick_mode = quick;
 }
 
+const char *bench_syscall_counters_status(bool wanted)
+{
+    if (!wanted) {
+        syscall_counting = counting::off;
+        std::snprintf(syscall_status, sizeof syscall_status, "off: not asked for (--bench-no-syscalls)");
+    } else if (syscall_counting == counting::unknown) {
+        int fds[syscall_kinds];
+        if (open_syscall_counters(fds))
+            close_syscall_counters(fds);
+    }
+    return syscall_status;
+}
+
 void bench_run_body(benchmark::State &state, bench_body *body)
 {
     reset_peak_rss();
-    bench_run run = {state, -1};
+    bench_run run = {state, -1, {}, false};
+    open_syscall_counters(run.syscall_fds);  // disabled until the timer starts
     body(&run);
+    switch_syscall_counters(&run, false);  // a body that left its loop early
     rss_kib rss = read_rss();
     state.counters["peak_rss_kib"] = static_cast<double>(rss.peak);
     state.counters["end_rss_kib"] = static_cast<double>(run.end_rss_kib >= 0 ? run.end_rss_kib : rss.now);
+    report_syscall_counters(&run);
+    close_syscall_counters(run.syscall_fds);
 }

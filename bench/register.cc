@@ -12,8 +12,10 @@
 // actually provides `malloc` is recorded in the JSON context as malloc_from,
 // so the report can check that each preload took effect.
 //
-// Own flag (removed before google-benchmark sees the arguments):
-//   --bench-quick   small sizes for the smoke test (tests/bench_smoke.sh)
+// Own flags (removed before google-benchmark sees the arguments):
+//   --bench-quick         small sizes for the smoke test (tests/bench_smoke.sh)
+//   --bench-no-syscalls   no system-call counters (bench.cc); the JSON context
+//                         says whether they are on (syscall_counters)
 
 #include "workloads.h"
 
@@ -90,10 +92,13 @@ const char *malloc_provider()
 int main(int argc, char **argv)
 {
     bool quick = false;
+    bool syscalls = true;
     int kept = 1;
     for (int i = 1; i < argc; i++) {
         if (std::strcmp(argv[i], "--bench-quick") == 0)
             quick = true;
+        else if (std::strcmp(argv[i], "--bench-no-syscalls") == 0)
+            syscalls = false;
         else
             argv[kept++] = argv[i];
     }
@@ -109,6 +114,7 @@ int main(int argc, char **argv)
     benchmark::AddCustomContext("malloc_from", malloc_provider());
     benchmark::AddCustomContext("ld_preload", preload != nullptr ? preload : "");
     benchmark::AddCustomContext("bench_quick", quick ? "yes" : "no");
+    benchmark::AddCustomContext("syscall_counters", bench_syscall_counters_status(syscalls));
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     return 0;

@@ -275,6 +275,8 @@ def run_family(options, family, allocator, library, raw_dir, benchmarks_by_name)
         command.append("--benchmark_report_aggregates_only=true")
     if options.quick:
         command.append("--bench-quick")
+    if options.no_syscalls:
+        command.append("--bench-no-syscalls")
     environment = dict(os.environ)
     environment.pop("LD_PRELOAD", None)
     if allocator != "glibc":
@@ -653,8 +655,13 @@ def syscall_note(runs):
     if not off:
         return ("syscalls/kop: mmap + munmap + madvise + mremap + brk calls per 1000 operations in the timed"
                 " loop, all threads of the process (each call separately in results.csv/json)")
-    reasons = "; ".join("%s (%s)" % (state.split(": ", 1)[-1], ", ".join(sorted(set(allocators))))
-                        for state, allocators in off.items())
+    ran = {run.allocator for run in runs if not run.error}
+    if len(off) == 1 and set(next(iter(off.values()))) == ran:
+        reasons = next(iter(off)).split(": ", 1)[-1]  # the same for everyone
+    else:
+        reasons = "; ".join("%s (%s)" % (state.split(": ", 1)[-1],
+                                         ", ".join(a for a in ALLOCATORS if a in allocators))
+                            for state, allocators in off.items())
     return ("syscall counters: n/a: %s.  They need the syscalls tracepoints in tracefs and root"
             " (or kernel.perf_event_paranoid <= -1)" % reasons)
 
@@ -872,15 +879,23 @@ def write_chart(directory, rows, gnuplot):
     def labels(number):
         value, label_x, align = 3 + 4 * number, 4 + 4 * number, 5 + 4 * number
         text = "(sprintf(column(%d) < 10 ? '%%.2f' : '%%.1f', column(%d)))" % (value, value)
+        codes = [(0, "left"), (1, "right")]
+        low, high = limits[number]
+        present = [v for s in series for v in [s[number]] if v is not None and v > 0]
+        codes = [(code, side) for code, side in codes
+                 if any((min(v, high) >= high) == (code == 1) for v in present)]
         return ", ".join(
             "%s using (column(%d) == %d ? column(%d) : NaN):($1%+.3f):%s with labels %s font ',7' notitle"
             % (quoted(data_path), align, code, label_x, offset(number), text, side)
-            for code, side in ((0, "left"), (1, "right")))
+            for code, side in codes)
 
     def panel(first, with_titles):
-        numbers = range(first, first + width)
+        # Only series with data: gnuplot 5.4 can crash on a plot clause without a valid point.
+        numbers = [n for n in range(first, first + width) if any(s[n] is not None for s in series)]
+        if not numbers:
+            return "NaN notitle"
         return ", ".join([bars(n, ALLOCATORS[n - first], with_titles) for n in numbers] +
-                         [labels(n) for n in numbers])
+                         [text for text in (labels(n) for n in numbers) if text])
 
     row_height = 16 * width
     height = 150 + row_height * count
@@ -895,7 +910,7 @@ set yrange [0.45:{count}.55]
 set grid xtics
 set key at screen 0.5, screen {key_y} center horizontal
 set arrow 1 from 1, graph 0 to 1, graph 1 nohead lw 2 lc rgb 'black' front
-set multiplot title '{allocators}: each bar is how far an allocator is from the best of the five (log scale, no bar = best)' font ',13'
+set multiplot title '{allocators}: each bar is how far an allocator is from the best (log scale, no bar = the best)' font ',13'
 set lmargin at screen 0.2
 set rmargin at screen 0.6
 set tmargin at screen {top}
@@ -914,7 +929,9 @@ set title 'peak RSS / the smallest peak RSS (RSS row: RSS while live)'
 plot {rss_panel}
 unset multiplot
 """.format(height=height, png=quoted(png_path), count=count, ytics=ytics,
-           allocators=", ".join(ALLOCATORS),
+           allocators=", ".join(a for number, a in enumerate(ALLOCATORS)
+                                if any(s[number] is not None or s[number + width] is not None
+                                       for s in series)),
            top=1 - 70.0 / height, bottom=80.0 / height, key_y=25.0 / height,
            time_low=time_low, time_high=time_high, time_tics=power_of_two_tics(1, time_high),
            rss_low=rss_low, rss_high=rss_high, rss_tics=power_of_two_tics(1, rss_high),
@@ -953,6 +970,8 @@ def parse_arguments(argv):
     parser.add_argument("--repetitions", type=int, default=None,
                         help="repetitions of each benchmark, the median is kept (default 5; quick 1)")
     parser.add_argument("--filter", default="", help="only benchmarks matching this regex")
+    parser.add_argument("--no-syscalls", action="store_true",
+                        help="do not count system calls (no perf events on the syscall tracepoints)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds allowed for one family under one allocator (default 600; quick 60)")
     parser.add_argument("--report-only", metavar="DIR", default="",
