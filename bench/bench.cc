@@ -13,15 +13,18 @@
 // made while the benchmark's timer runs, by every thread of the process
 // (the body's own threads included): one perf event per call on the
 // kernel's tracepoint syscalls:sys_enter_<name> (its id read from tracefs,
-// /sys/kernel/tracing or /sys/kernel/debug/tracing), opened before the body
-// with inherit=1 (so every thread created afterwards is counted too) and
-// disabled, enabled when the timer starts (the first bench_keep_running),
-// disabled around bench_pause/bench_resume and when the loop ends.  They
-// are reported as <name>_per_kop, calls per 1000 iterations.  Where the
-// tracepoints cannot be used (no tracefs, no permission: it takes root or
-// kernel.perf_event_paranoid <= -1) the counters are simply absent, and
-// bench_syscall_counters_status() says why (register.cc puts it into the
-// JSON context).
+// /sys/kernel/tracing or /sys/kernel/debug/tracing), counting, with
+// inherit=1, this process and every thread it creates afterwards.  The
+// events are opened once, by main() before any benchmark (registering a
+// tracepoint costs the kernel milliseconds: never per run), and stay
+// disabled except while a timer runs: enabled when the first
+// bench_keep_running starts it, disabled around bench_pause/bench_resume
+// and when the loop ends.  A run's figure is the difference of the totals
+// read before and after it, reported as <name>_per_kop, calls per 1000
+// iterations.  Where the tracepoints cannot be used (no tracefs, no
+// permission: it takes root or kernel.perf_event_paranoid <= -1) the
+// counters are simply absent, and bench_syscall_counters_status() says why
+// (register.cc puts it into the JSON context).
 //
 // Nothing here is specific to an allocator or a workload: any C body written
 // against bench.h can be registered with bench_run_body (see register.cc).
@@ -52,7 +55,8 @@ constexpr int syscall_kinds = sizeof syscall_names / sizeof syscall_names[0];
 struct bench_run {
     benchmark::State &state;
     long end_rss_kib;  // -1: sample after the body returns
-    int syscall_fds[syscall_kinds];  // perf events, or -1 each when not counting
+    bool counting_syscalls;  // the process's counters are on and were read before the body
+    uint64_t syscalls_before[syscall_kinds];
     bool timer_started;  // the first bench_keep_running has returned
 };
 
@@ -106,6 +110,7 @@ void reset_peak_rss()
 
 enum class counting { unknown, on, off };
 counting syscall_counting = counting::unknown;
+int syscall_fds[syscall_kinds] = {-1, -1, -1, -1, -1};  // the process's events while on
 char syscall_status[512] = "off: not probed";
 
 // The tracepoint id of syscalls:sys_enter_<name>, or -1 with the reason in
@@ -162,60 +167,55 @@ int open_tracepoint(long id, const char *name)
     return static_cast<int>(fd);
 }
 
-void close_syscall_counters(int *fds)
+// Open the process's events, once: all of them, or none.
+void open_syscall_counters()
 {
-    for (int i = 0; i < syscall_kinds; i++) {
-        if (fds[i] >= 0)
-            close(fds[i]);
-        fds[i] = -1;
-    }
-}
-
-// Open the events into fds (all, or none: then every fd is -1).
-bool open_syscall_counters(int *fds)
-{
-    for (int i = 0; i < syscall_kinds; i++)
-        fds[i] = -1;
-    if (syscall_counting == counting::off)
-        return false;
+    if (syscall_counting != counting::unknown)
+        return;
     for (int i = 0; i < syscall_kinds; i++) {
         long id = tracepoint_id(syscall_names[i]);
-        fds[i] = id < 0 ? -1 : open_tracepoint(id, syscall_names[i]);
-        if (fds[i] < 0) {
-            close_syscall_counters(fds);
+        syscall_fds[i] = id < 0 ? -1 : open_tracepoint(id, syscall_names[i]);
+        if (syscall_fds[i] < 0) {
+            for (int j = 0; j < i; j++) {
+                close(syscall_fds[j]);
+                syscall_fds[j] = -1;
+            }
             syscall_counting = counting::off;
-            return false;
+            return;
         }
     }
-    if (syscall_counting == counting::unknown) {
-        syscall_counting = counting::on;
-        std::snprintf(syscall_status, sizeof syscall_status, "on");
-    }
+    syscall_counting = counting::on;
+    std::snprintf(syscall_status, sizeof syscall_status, "on");
+}
+
+// The totals so far (all threads, live or gone); false if one is unreadable.
+bool read_syscall_counters(uint64_t *totals)
+{
+    for (int i = 0; i < syscall_kinds; i++)
+        if (read(syscall_fds[i], &totals[i], sizeof totals[i]) != static_cast<ssize_t>(sizeof totals[i]))
+            return false;
     return true;
 }
 
 void switch_syscall_counters(bench_run *run, bool on)
 {
-    for (int fd : run->syscall_fds)
-        if (fd >= 0)
-            ioctl(fd, on ? PERF_EVENT_IOC_ENABLE : PERF_EVENT_IOC_DISABLE, 0);
+    if (!run->counting_syscalls)
+        return;
+    for (int fd : syscall_fds)
+        ioctl(fd, on ? PERF_EVENT_IOC_ENABLE : PERF_EVENT_IOC_DISABLE, 0);
 }
 
-// The counts, as <name>_per_kop counters (nothing when not counting).
+// This run's counts, as <name>_per_kop counters (nothing when not counting).
 void report_syscall_counters(bench_run *run)
 {
-    if (run->syscall_fds[0] < 0)
-        return;
+    uint64_t after[syscall_kinds];
     double iterations = static_cast<double>(run->state.iterations());
+    if (!run->counting_syscalls || !read_syscall_counters(after) || iterations <= 0)
+        return;  // no counters rather than wrong ones
     for (int i = 0; i < syscall_kinds; i++) {
-        uint64_t count = 0;
-        if (read(run->syscall_fds[i], &count, sizeof count) != static_cast<ssize_t>(sizeof count))
-            return;  // unreadable: no counters rather than wrong ones
-        if (iterations > 0) {
-            char name[32];
-            std::snprintf(name, sizeof name, "%s_per_kop", syscall_names[i]);
-            run->state.counters[name] = static_cast<double>(count) * 1000.0 / iterations;
-        }
+        char name[32];
+        std::snprintf(name, sizeof name, "%s_per_kop", syscall_names[i]);
+        run->state.counters[name] = static_cast<double>(after[i] - run->syscalls_before[i]) * 1000.0 / iterations;
     }
 }
 
@@ -280,27 +280,24 @@ void bench_set_quick(bool quick)
 
 const char *bench_syscall_counters_status(bool wanted)
 {
-    if (!wanted) {
+    if (!wanted && syscall_counting == counting::unknown) {
         syscall_counting = counting::off;
         std::snprintf(syscall_status, sizeof syscall_status, "off: not asked for (--bench-no-syscalls)");
-    } else if (syscall_counting == counting::unknown) {
-        int fds[syscall_kinds];
-        if (open_syscall_counters(fds))
-            close_syscall_counters(fds);
     }
+    open_syscall_counters();
     return syscall_status;
 }
 
 void bench_run_body(benchmark::State &state, bench_body *body)
 {
     reset_peak_rss();
-    bench_run run = {state, -1, {}, false};
-    open_syscall_counters(run.syscall_fds);  // disabled until the timer starts
+    bench_run run = {state, -1, false, {}, false};
+    open_syscall_counters();  // main() normally did it: the threads of every body inherit the events
+    run.counting_syscalls = syscall_counting == counting::on && read_syscall_counters(run.syscalls_before);
     body(&run);
     switch_syscall_counters(&run, false);  // a body that left its loop early
     rss_kib rss = read_rss();
     state.counters["peak_rss_kib"] = static_cast<double>(rss.peak);
     state.counters["end_rss_kib"] = static_cast<double>(run.end_rss_kib >= 0 ? run.end_rss_kib : rss.now);
     report_syscall_counters(&run);
-    close_syscall_counters(run.syscall_fds);
 }
