@@ -53,8 +53,14 @@ const workload workloads[] = {
     {"cross_thread", bench_cross_thread, "pairs", {1, 2}, true, benchmark::kNanosecond, 0},
     {"parallel_threads", bench_parallel_threads, "threads", {1, 2}, true, benchmark::kNanosecond, 0},
     {"short_threads", bench_short_threads, nullptr, {}, true, benchmark::kMicrosecond, 0},
+    {"producer_consumer", bench_producer_consumer, "size", {64, 0}, true, benchmark::kNanosecond, 0},
+    {"request_response", bench_request_response, nullptr, {}, true, benchmark::kNanosecond, 0},
+    {"larson", bench_larson, nullptr, {}, true, benchmark::kNanosecond, 0},
+    {"thread_churn", bench_thread_churn, "threads", {4, 16}, true, benchmark::kNanosecond, 0},
     {"large", bench_large, "size", {64 * KiB, 256 * KiB, 1 * MiB, 4 * MiB, 32 * MiB}, false,
      benchmark::kMicrosecond, 0},
+    // A fixed count: every allocator gets the same sequence of sizes (and so comparable peak RSS).
+    {"large_churn", bench_large_churn, nullptr, {}, false, benchmark::kMillisecond, 100},
     {"fragmentation", bench_fragmentation, nullptr, {}, false, benchmark::kMillisecond, 1},
 };
 

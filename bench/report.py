@@ -71,8 +71,9 @@ KIB = 1024
 MIB = 1024 * 1024
 
 # Family -> (label format, kind).  {arg} is the argument of the benchmark,
-# {size} the same formatted as bytes, {s} "s" when the argument is plural.  kind "time": time per operation,
-# "rate": operations per second (items_per_second), unit named in rate_unit.
+# {size} the same formatted as bytes (an argument of 0: "mixed sizes"), {s}
+# "s" when the argument is plural.  kind "time": time per operation, "rate":
+# operations per second (items_per_second), unit named in RATE_UNITS.
 FAMILIES = {
     "pair": ("malloc+free pair, {size}", "time"),
     "random_live": ("random 8..512 B, 200k live", "time"),
@@ -81,10 +82,15 @@ FAMILIES = {
     "cross_thread": ("cross-thread free, {arg} pair{s}", "rate"),
     "parallel_threads": ("independent threads, {arg} thread{s}", "rate"),
     "short_threads": ("short-lived threads", "rate"),
+    "producer_consumer": ("producer/consumer batches, {size}", "rate"),
+    "request_response": ("request/response, 2 threads", "rate"),
+    "larson": ("larson, 2 threads replaced", "rate"),
+    "thread_churn": ("thread churn, shared table, {arg} threads", "rate"),
     "large": ("large alloc+touch+free, {size}", "time"),
+    "large_churn": ("large churn, 20 x 1..25 MiB zeroed", "time"),
     "fragmentation": ("fragmentation: 1M, free half, +500k", "time"),
 }
-RATE_UNITS = {"short_threads": "threads/s"}
+RATE_UNITS = {"short_threads": "threads/s", "producer_consumer": "blocks/s", "request_response": "req/s"}
 FRAGMENTATION_FAMILY = "fragmentation"
 TO_NANOSECONDS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 
@@ -138,7 +144,7 @@ class Benchmark:
                 self.arg = int(value)
         label_format, self.kind = FAMILIES.get(self.family, (name, "time"))
         self.label = label_format.format(
-            arg=self.arg, size=format_bytes(self.arg) if self.arg is not None else "",
+            arg=self.arg, size=format_bytes(self.arg) if self.arg else "mixed sizes" if self.arg == 0 else "",
             s="" if self.arg == 1 else "s")
         self.wall_clock = "/real_time" in name
 
@@ -519,7 +525,10 @@ def format_pym_best(value):
     if value is None:
         return "n/a"
     if 0.995 <= value < 1.005:
-        return "%.3f" % value
+        text = "%.3f" % value
+        if text == "1.000" and value != 1.0:
+            return (">" if value > 1.0 else "<") + text  # never an unexplained LOSS at 1.000
+        return text
     return ("%.2f" if value >= 0.1 else "%.3f") % value
 
 
