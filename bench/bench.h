@@ -13,6 +13,11 @@
  *                 /proc/self/clear_refs where the kernel allows it)
  *   end_rss_kib   VmRSS after the body returns, or at the point where the
  *                 body called bench_note_end_rss()
+ * and, where the kernel's syscall tracepoints can be used (root), five
+ * system-call counters: mmap_per_kop, munmap_per_kop, madvise_per_kop,
+ * mremap_per_kop, brk_per_kop -- calls made by all threads of the process
+ * while the timer runs (from the first bench_keep_running to the last,
+ * bench_pause .. bench_resume excluded), per 1000 iterations.
  *
  * The helpers below (bench_escape, bench_touch, the PRNG) are inline so that
  * they cost the same under every allocator and nothing the compiler could
@@ -95,6 +100,9 @@ class State;
 }
 void bench_run_body(benchmark::State &state, bench_body *body);
 void bench_set_quick(bool quick);
+/* Whether the system-call counters work here: "on", or "off: <why>".  With
+ * wanted false they are switched off for the whole process. */
+const char *bench_syscall_counters_status(bool wanted);
 #endif
 
 #endif

@@ -4,11 +4,16 @@
 
 Runs bench/pymalloc-bench-loop (loop.c) under `valgrind --tool=callgrind
 --toggle-collect=<loop function>` once per loop variant and allocator (glibc:
-no preload; jemalloc, pymalloc: LD_PRELOAD), reads the collected total
-("totals:" line of the callgrind output file) and divides it by the number of
-pairs.  Only the loop function and what it calls are counted: start-up, the
-allocator's initialisation and the warm-up are not.  Then, for pymalloc, the
-same count split by function (callgrind_annotate), per pair.
+no preload; jemalloc, mimalloc, tcmalloc, pymalloc: LD_PRELOAD), reads the
+collected total ("totals:" line of the callgrind output file) and divides it
+by the number of pairs.  Only the loop function and what it calls are
+counted (the loop's own instructions and the PLT jumps included): start-up,
+the allocator's initialisation and the warm-up are not.  Then pymalloc's
+figure at each of the target sizes (8, 32, 256, 4000 B) against the
+project's target (<= 46 instructions per pair), and, for malloc(64), the
+same count split by function (callgrind_annotate), per pair.  A missed
+target is reported, not an error: the exit status is 0 whenever everything
+ran.
 
 Instruction counts do not depend on the machine's load, so one run is enough;
 they say nothing about cache misses (see `make bench` for time).
@@ -21,8 +26,17 @@ import subprocess
 import sys
 import tempfile
 
-VARIANTS = (("fixed", "loop_fixed_64", "malloc(64)/free"),
+# (argument of loop.c, its loop function, column title)
+VARIANTS = (("8", "loop_fixed_8", "8 B"),
+            ("32", "loop_fixed_32", "32 B"),
+            ("fixed", "loop_fixed_64", "64 B"),
+            ("256", "loop_fixed_256", "256 B"),
+            ("4000", "loop_fixed_4000", "4000 B"),
             ("mixed", "loop_mixed_sizes", "8 sizes 16..512 B"))
+TARGET_SIZES = ("8", "32", "256", "4000")   # variants held to the target
+TARGET = 46.0  # instructions per malloc/free pair, loop and PLT included
+PEERS = (("jemalloc", "libjemalloc.so.2"), ("mimalloc", "libmimalloc.so.2"),
+         ("tcmalloc", "libtcmalloc_minimal.so.4"))
 
 
 def fail(message):
@@ -70,7 +84,8 @@ def main(argv):
     parser = argparse.ArgumentParser(description="Instructions per malloc/free pair under callgrind.")
     parser.add_argument("--loop", required=True, help="the pymalloc-bench-loop program")
     parser.add_argument("--lib", required=True, help="libpymalloc.so to preload")
-    parser.add_argument("--jemalloc", default="", help="libjemalloc.so.2 ('' = leave it out)")
+    for peer, library in PEERS:
+        parser.add_argument("--" + peer, default="", help="%s ('' = leave it out)" % library)
     parser.add_argument("--valgrind", default="valgrind")
     parser.add_argument("--callgrind-annotate", default="callgrind_annotate")
     parser.add_argument("--pairs", type=int, default=1000000)
@@ -78,10 +93,14 @@ def main(argv):
     for path, what in ((options.loop, "loop program"), (options.lib, "libpymalloc.so")):
         if not os.path.isfile(path):
             fail("%s not found: %s" % (what, path))
-    allocators = [("glibc", ""), ("jemalloc", options.jemalloc), ("pymalloc", os.path.abspath(options.lib))]
-    if options.jemalloc and not os.path.isfile(options.jemalloc):
-        print("instructions.py: %s not found; jemalloc left out" % options.jemalloc, file=sys.stderr)
-        allocators[1] = ("jemalloc", "")
+    allocators = [("glibc", "")]
+    for peer, _ in PEERS:
+        path = getattr(options, peer)
+        if path and not os.path.isfile(path):
+            print("instructions.py: %s not found; %s left out" % (path, peer), file=sys.stderr)
+            path = ""
+        allocators.append((peer, os.path.abspath(path) if path else ""))
+    allocators.append(("pymalloc", os.path.abspath(options.lib)))
 
     results = {}
     pymalloc_split = []
@@ -91,13 +110,15 @@ def main(argv):
                 continue
             for variant, function, _ in VARIANTS:
                 out_path = os.path.join(scratch, "%s.%s.out" % (name, variant))
+                print("instructions.py: %-8s %-5s under callgrind" % (name, variant),
+                      file=sys.stderr, flush=True)
                 total = callgrind(options, variant, function, library, out_path)
                 results[(name, variant)] = total / options.pairs
                 if name == "pymalloc" and variant == "fixed":
                     pymalloc_split = breakdown(options, out_path)
 
-    print("instructions per malloc/free pair (callgrind Ir of the loop function / %d pairs;"
-          " loop overhead included)" % options.pairs)
+    print("instructions per malloc(N)/free pair (callgrind Ir of the loop function / %d pairs;"
+          " the loop's own instructions and the PLT jumps included)" % options.pairs)
     header = ["allocator"] + [title for _, _, title in VARIANTS]
     lines = [header]
     for name, _ in allocators:
@@ -110,6 +131,11 @@ def main(argv):
         if index == 0:
             print("|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":"
                                  for i, w in enumerate(widths)) + "|")
+    print()
+    for variant in TARGET_SIZES:
+        value = results.get(("pymalloc", variant))
+        print("pymalloc %s B: %.1f instructions per pair (target <= %g: %s)"
+              % (variant, value, TARGET, "met" if value <= TARGET else "MISSED"))
     if pymalloc_split:
         print()
         print("pymalloc, malloc(64)/free: instructions per pair by source function (self cost,"

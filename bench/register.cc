@@ -12,8 +12,10 @@
 // actually provides `malloc` is recorded in the JSON context as malloc_from,
 // so the report can check that each preload took effect.
 //
-// Own flag (removed before google-benchmark sees the arguments):
-//   --bench-quick   small sizes for the smoke test (tests/bench_smoke.sh)
+// Own flags (removed before google-benchmark sees the arguments):
+//   --bench-quick         small sizes for the smoke test (tests/bench_smoke.sh)
+//   --bench-no-syscalls   no system-call counters (bench.cc); the JSON context
+//                         says whether they are on (syscall_counters)
 
 #include "workloads.h"
 
@@ -51,8 +53,14 @@ const workload workloads[] = {
     {"cross_thread", bench_cross_thread, "pairs", {1, 2}, true, benchmark::kNanosecond, 0},
     {"parallel_threads", bench_parallel_threads, "threads", {1, 2}, true, benchmark::kNanosecond, 0},
     {"short_threads", bench_short_threads, nullptr, {}, true, benchmark::kMicrosecond, 0},
+    {"producer_consumer", bench_producer_consumer, "size", {64, 0}, true, benchmark::kNanosecond, 0},
+    {"request_response", bench_request_response, nullptr, {}, true, benchmark::kNanosecond, 0},
+    {"larson", bench_larson, nullptr, {}, true, benchmark::kNanosecond, 0},
+    {"thread_churn", bench_thread_churn, "threads", {4, 16}, true, benchmark::kNanosecond, 0},
     {"large", bench_large, "size", {64 * KiB, 256 * KiB, 1 * MiB, 4 * MiB, 32 * MiB}, false,
      benchmark::kMicrosecond, 0},
+    // A fixed count: every allocator gets the same sequence of sizes (and so comparable peak RSS).
+    {"large_churn", bench_large_churn, nullptr, {}, false, benchmark::kMillisecond, 100},
     {"fragmentation", bench_fragmentation, nullptr, {}, false, benchmark::kMillisecond, 1},
 };
 
@@ -90,10 +98,13 @@ const char *malloc_provider()
 int main(int argc, char **argv)
 {
     bool quick = false;
+    bool syscalls = true;
     int kept = 1;
     for (int i = 1; i < argc; i++) {
         if (std::strcmp(argv[i], "--bench-quick") == 0)
             quick = true;
+        else if (std::strcmp(argv[i], "--bench-no-syscalls") == 0)
+            syscalls = false;
         else
             argv[kept++] = argv[i];
     }
@@ -109,6 +120,7 @@ int main(int argc, char **argv)
     benchmark::AddCustomContext("malloc_from", malloc_provider());
     benchmark::AddCustomContext("ld_preload", preload != nullptr ? preload : "");
     benchmark::AddCustomContext("bench_quick", quick ? "yes" : "no");
+    benchmark::AddCustomContext("syscall_counters", bench_syscall_counters_status(syscalls));
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     return 0;

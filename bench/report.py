@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""report.py -- run bench/pymalloc-bench under glibc, jemalloc and pymalloc
-and report the three side by side (`make bench`; python3 standard library only).
+"""report.py -- run bench/pymalloc-bench under glibc, jemalloc, mimalloc,
+tcmalloc and pymalloc and report the five side by side (`make bench`; python3
+standard library only).
 
 How it works
   1. `pymalloc-bench --benchmark_list_tests` gives the benchmarks; they are
      grouped into families (the name before the first '/': pair, large, ...).
   2. Each family runs in a fresh process per allocator -- glibc (no preload),
-     jemalloc (LD_PRELOAD=libjemalloc.so.2), pymalloc (LD_PRELOAD=
-     libpymalloc.so) -- the three one after the other before the next family,
-     so that a slow drift of the machine touches all three alike and peak RSS
-     is never inherited from an earlier workload.  Each process writes
+     jemalloc (LD_PRELOAD=libjemalloc.so.2), mimalloc (libmimalloc.so.2),
+     tcmalloc (libtcmalloc_minimal.so.4), pymalloc (libpymalloc.so) -- the
+     five one after the other before the next family, so that a slow drift of
+     the machine touches all five alike and peak RSS is never inherited from
+     an earlier workload.  A peer that is not given says n/a.  Each process writes
      google-benchmark JSON (raw/<family>.<allocator>.json, console output in
      .log beside it).  The JSON context names the library that provides
      `malloc` in that process; a preload that did not take effect is an error.
@@ -22,9 +24,18 @@ Figures
               CPU time of the benchmark thread, or wall time for workloads
               that run threads of their own
   rate rows   operations per second (threaded workloads)
-  speed vs X  X's time / pymalloc's time (rates: pymalloc's / X's):
-              > 1 means pymalloc is faster
+  best peer   the best of glibc, jemalloc, mimalloc and tcmalloc on the row
+  pym/best    pymalloc's time / the best peer's time (rates: the best peer's
+              rate / pymalloc's rate; the RSS row: pymalloc's RSS / the
+              smallest peer's): a time ratio, lower is better, > 1 means
+              pymalloc loses, and the row is marked LOSS
+  speed vs X  (CSV/JSON) X's time / pymalloc's time: > 1 means pymalloc is
+              faster (the inverse of pym/X)
   RSS         peak_rss_kib / end_rss_kib counters of bench.cc, in MiB
+  syscalls    <name>_per_kop counters of bench.cc: mmap, munmap, madvise,
+              mremap and brk calls per 1000 operations, all threads, timed
+              loop only; absent (n/a) where the kernel's tracepoints cannot be
+              used
 
 Exit status: 0 when every allocator ran every workload, 1 when one failed
 (its cells say FAILED and the notes say why), 2 on bad usage.
@@ -42,14 +53,27 @@ import subprocess
 import sys
 import time
 
-ALLOCATORS = ("glibc", "jemalloc", "pymalloc")
+ALLOCATORS = ("glibc", "jemalloc", "mimalloc", "tcmalloc", "pymalloc")
+PEERS = ALLOCATORS[:-1]
+INITIALS = "/".join(a[0] for a in ALLOCATORS)  # "g/j/m/t/p": column headers
+# Peers: (command-line option, library, Debian package).
+PEER_LIBRARIES = {
+    "jemalloc": ("--jemalloc", "libjemalloc.so.2", "libjemalloc-dev"),
+    "mimalloc": ("--mimalloc", "libmimalloc.so.2", "libmimalloc2.0"),
+    "tcmalloc": ("--tcmalloc", "libtcmalloc_minimal.so.4", "libtcmalloc-minimal4"),
+}
+# bench.cc's system-call counters, "<name>_per_kop"; the table shows their sum.
+SYSCALLS = ("mmap", "munmap", "madvise", "mremap", "brk")
+LOSS = "LOSS"
+CLEAR_LOSS = 1.15  # the notes count the rows where pymalloc is more than 15% slower
 
 KIB = 1024
 MIB = 1024 * 1024
 
 # Family -> (label format, kind).  {arg} is the argument of the benchmark,
-# {size} the same formatted as bytes, {s} "s" when the argument is plural.  kind "time": time per operation,
-# "rate": operations per second (items_per_second), unit named in rate_unit.
+# {size} the same formatted as bytes (an argument of 0: "mixed sizes"), {s}
+# "s" when the argument is plural.  kind "time": time per operation, "rate":
+# operations per second (items_per_second), unit named in RATE_UNITS.
 FAMILIES = {
     "pair": ("malloc+free pair, {size}", "time"),
     "random_live": ("random 8..512 B, 200k live", "time"),
@@ -58,10 +82,15 @@ FAMILIES = {
     "cross_thread": ("cross-thread free, {arg} pair{s}", "rate"),
     "parallel_threads": ("independent threads, {arg} thread{s}", "rate"),
     "short_threads": ("short-lived threads", "rate"),
+    "producer_consumer": ("producer/consumer batches, {size}", "rate"),
+    "request_response": ("request/response, 2 threads", "rate"),
+    "larson": ("larson, 2 threads replaced", "rate"),
+    "thread_churn": ("thread churn, shared table, {arg} threads", "rate"),
     "large": ("large alloc+touch+free, {size}", "time"),
+    "large_churn": ("large churn, 20 x 1..25 MiB zeroed", "time"),
     "fragmentation": ("fragmentation: 1M, free half, +500k", "time"),
 }
-RATE_UNITS = {"short_threads": "threads/s"}
+RATE_UNITS = {"short_threads": "threads/s", "producer_consumer": "blocks/s", "request_response": "req/s"}
 FRAGMENTATION_FAMILY = "fragmentation"
 TO_NANOSECONDS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 
@@ -115,7 +144,7 @@ class Benchmark:
                 self.arg = int(value)
         label_format, self.kind = FAMILIES.get(self.family, (name, "time"))
         self.label = label_format.format(
-            arg=self.arg, size=format_bytes(self.arg) if self.arg is not None else "",
+            arg=self.arg, size=format_bytes(self.arg) if self.arg else "mixed sizes" if self.arg == 0 else "",
             s="" if self.arg == 1 else "s")
         self.wall_clock = "/real_time" in name
 
@@ -217,6 +246,9 @@ def read_figures(run, json_path, benchmarks_by_name):
             "iterations": central.get("iterations"),
             "repetitions": central.get("repetitions", 1),
             "cv_percent": spread[time_key] * 100 if spread is not None else None,
+            # Absent when bench.cc could not count (no tracepoints): None.
+            "syscalls_per_kop": {name: central[name + "_per_kop"] for name in SYSCALLS
+                                 if name + "_per_kop" in central} or None,
         }
         run.figures[name] = figures
 
@@ -249,6 +281,8 @@ def run_family(options, family, allocator, library, raw_dir, benchmarks_by_name)
         command.append("--benchmark_report_aggregates_only=true")
     if options.quick:
         command.append("--bench-quick")
+    if options.no_syscalls:
+        command.append("--bench-no-syscalls")
     environment = dict(os.environ)
     environment.pop("LD_PRELOAD", None)
     if allocator != "glibc":
@@ -329,7 +363,7 @@ def ratio(numerator, denominator):
 
 
 class Row:
-    """One line of the table: a figure per allocator, who is best, ratios."""
+    """One line of the table: a figure per allocator, the best peer, ratios."""
 
     def __init__(self, name, label, kind, unit):
         self.name = name
@@ -341,21 +375,64 @@ class Row:
         self.peak_rss_mib = {}
         self.end_rss_mib = {}
         self.cv_percent = {}
+        self.syscalls_per_kop = {}  # allocator -> {name: calls per 1000 operations} or None
+
+    def cost(self, allocator):
+        """A figure where lower is better: the time (rate rows: 1 / rate), or the RSS."""
+        value = self.values.get(allocator)
+        if value is None or value <= 0 or self.status.get(allocator) != "ok":
+            return None
+        return 1.0 / value if self.kind == "rate" else value
+
+    def pym_over(self, other):
+        """pymalloc's cost / other's: a time ratio, > 1 means pymalloc is slower (or bigger)."""
+        return ratio(self.cost("pymalloc"), self.cost(other))
 
     def speed_vs(self, other):
-        """> 1: pymalloc is better (faster, or smaller for memory rows)."""
-        mine, theirs = self.values.get("pymalloc"), self.values.get(other)
-        if self.kind == "rate":
-            return ratio(mine, theirs)
-        return ratio(theirs, mine)
+        """The inverse, other's cost / pymalloc's: > 1 means pymalloc is better."""
+        return ratio(self.cost(other), self.cost("pymalloc"))
 
-    def best(self):
-        present = {a: v for a, v in self.values.items() if v is not None and v > 0}
+    def best_among(self, allocators):
+        present = {a: self.cost(a) for a in allocators if self.cost(a) is not None}
         if not present:
             return None
-        if self.kind == "rate":
-            return max(present, key=present.get)
         return min(present, key=present.get)
+
+    def best(self):
+        """The best of the five."""
+        return self.best_among(ALLOCATORS)
+
+    def best_peer(self):
+        """The best of glibc, jemalloc, mimalloc, tcmalloc."""
+        return self.best_among(PEERS)
+
+    def pym_over_best(self):
+        peer = self.best_peer()
+        return self.pym_over(peer) if peer else None
+
+    def loses(self):
+        value = self.pym_over_best()
+        return value is not None and value > 1.0
+
+    def relative_to_best(self, allocator):
+        """This allocator's cost / the best of the five's (>= 1)."""
+        best = self.best()
+        return ratio(self.cost(allocator), self.cost(best)) if best else None
+
+    def peak_rss_relative(self, allocator):
+        """Peak RSS / the smallest of the five (for the memory row: RSS while live)."""
+        figures = self.end_rss_mib if self.kind == "memory" else self.peak_rss_mib
+        present = [figures.get(a) for a in ALLOCATORS
+                   if self.status.get(a) == "ok" and figures.get(a)]
+        if not present or self.status.get(allocator) != "ok":
+            return None
+        return ratio(figures.get(allocator), min(present))
+
+    def syscalls_total(self, allocator):
+        counts = self.syscalls_per_kop.get(allocator)
+        if not counts or self.status.get(allocator) != "ok":
+            return None
+        return sum(counts.values())
 
 
 def choose_time_unit(nanoseconds):
@@ -413,6 +490,7 @@ def build_rows(benchmarks, runs):
             row.peak_rss_mib[allocator] = found.get("peak_rss_mib")
             row.end_rss_mib[allocator] = found.get("end_rss_mib")
             row.cv_percent[allocator] = found.get("cv_percent")
+            row.syscalls_per_kop[allocator] = found.get("syscalls_per_kop")
         rows.append(row)
         if benchmark.family == FRAGMENTATION_FAMILY:
             # A second row for the memory the fragmented heap takes while live.
@@ -442,20 +520,54 @@ def format_ratio(value):
     return ("%.2fx" if value >= 0.1 else "%.3fx") % value
 
 
+def format_pym_best(value):
+    """pym/best with two decimals, three near 1 so that a LOSS never reads "1.00"."""
+    if value is None:
+        return "n/a"
+    if 0.995 <= value < 1.005:
+        text = "%.3f" % value
+        if text == "1.000" and value != 1.0:
+            return (">" if value > 1.0 else "<") + text  # never an unexplained LOSS at 1.000
+        return text
+    return ("%.2f" if value >= 0.1 else "%.3f") % value
+
+
+def compact(value):
+    """A small count (system calls per 1000 operations) in few characters."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    if value < 0.001:
+        return "<.001"
+    if value < 0.1:
+        return "%.3f" % value
+    return three_digits(value)
+
+
 def format_rss(row):
     return " / ".join(three_digits(row.peak_rss_mib.get(a)) if row.status.get(a) == "ok" else "-"
                       for a in ALLOCATORS)
 
 
+def format_syscalls(row):
+    if row.kind == "memory":
+        return "-"  # the same run as the row above
+    totals = [row.syscalls_total(a) for a in ALLOCATORS]
+    if all(total is None for total in totals):
+        return "n/a"
+    return " / ".join(compact(total) for total in totals)
+
+
 def table_lines(rows):
-    header = ["workload", "unit", "glibc", "jemalloc", "pymalloc", "best",
-              "pym vs glibc", "pym vs jemalloc", "peak RSS MiB g / j / p"]
-    right = [False, False, True, True, True, False, True, True, True]
+    header = (["workload", "unit"] + list(ALLOCATORS) +
+              ["best peer", "pym/best", "loss", "peak RSS MiB " + INITIALS, "syscalls/kop " + INITIALS])
+    right = [False, False] + [True] * len(ALLOCATORS) + [False, True, False, True, True]
     body = []
     for row in rows:
         body.append([row.label, row.unit] + [cell(row, a) for a in ALLOCATORS] +
-                    [row.best() or "-", format_ratio(row.speed_vs("glibc")),
-                     format_ratio(row.speed_vs("jemalloc")), format_rss(row)])
+                    [row.best_peer() or "-", format_pym_best(row.pym_over_best()),
+                     LOSS if row.loses() else "", format_rss(row), format_syscalls(row)])
     widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
 
     def render(line):
@@ -518,22 +630,66 @@ def spread_note(rows):
             " %.1f%% (%s, %s); per row in results.csv" % (median, worst[0], worst[1], worst[2]))
 
 
+def loss_notes(rows):
+    """The geometric mean of pym/best, how many rows pymalloc loses, and which."""
+    speed_rows = [r for r in rows if r.kind != "memory" and r.pym_over_best() is not None]
+    values = [r.pym_over_best() for r in speed_rows]
+    lines = ["pym/best over %d workloads (time and rate rows): geometric mean %s; %d over 1.00"
+             " (pymalloc loses), %d over %.2f"
+             % (len(speed_rows), format_pym_best(geometric_mean(values)),
+                sum(1 for v in values if v > 1.0), sum(1 for v in values if v > CLEAR_LOSS), CLEAR_LOSS)]
+    means = ["%s %s" % (peer, format_pym_best(geometric_mean([r.pym_over(peer) for r in speed_rows])))
+             for peer in PEERS]
+    lines.append("pym/X, geometric mean over the same rows (lower is better for pymalloc): " + ", ".join(means))
+    losing = sorted((r for r in rows if r.loses()), key=lambda r: -r.pym_over_best())
+    if losing:
+        lines.append("rows marked %s (pym/best > 1.00), worst first:\n" % LOSS + "\n".join(
+            "%s: %s (best peer %s%s)" % (r.label, format_pym_best(r.pym_over_best()), r.best_peer(),
+                                         ", RSS" if r.kind == "memory" else "")
+            for r in losing))
+    elif speed_rows:
+        lines.append("pymalloc loses no row (pym/best <= 1.00 everywhere)")
+    return lines
+
+
+def syscall_note(runs):
+    """What the syscalls/kop column counts, or why it says n/a."""
+    off = {}
+    for run in runs:
+        if run.error:
+            continue
+        state = run.context.get("syscall_counters", "off: not recorded (an older pymalloc-bench)")
+        if state != "on":
+            off.setdefault(state, []).append(run.allocator)
+    if not off:
+        return ("syscalls/kop: mmap + munmap + madvise + mremap + brk calls per 1000 operations in the timed"
+                " loop, all threads of the process (each call separately in results.csv/json)")
+    ran = {run.allocator for run in runs if not run.error}
+    if len(off) == 1 and set(next(iter(off.values()))) == ran:
+        reasons = next(iter(off)).split(": ", 1)[-1]  # the same for everyone
+    else:
+        reasons = "; ".join("%s (%s)" % (state.split(": ", 1)[-1],
+                                         ", ".join(a for a in ALLOCATORS if a in allocators))
+                            for state, allocators in off.items())
+    return ("syscall counters: n/a: %s.  They need the syscalls tracepoints in tracefs and root"
+            " (or kernel.perf_event_paranoid <= -1)" % reasons)
+
+
 def notes(rows, runs, options, libraries):
     repetitions = max([f.get("repetitions") or 1 for run in runs for f in run.figures.values()] + [1])
     statistic = "median of %d repetitions" % repetitions if repetitions > 1 else "a single run"
     lines = [
-        "speed = glibc (or jemalloc) time / pymalloc time; for ops/s rows pymalloc rate / other rate;"
-        " > 1 means pymalloc is faster.  Memory row: other RSS / pymalloc RSS, > 1 means pymalloc is smaller.",
+        "pym/best = pymalloc's time / the best peer's time (best peer: the fastest of %s); for rate"
+        " rows (per second) the best peer's rate / pymalloc's rate; the RSS row: pymalloc's RSS / the"
+        " smallest peer's.  Lower is better; > 1.00 means pymalloc loses, marked %s."
+        % (", ".join(PEERS), LOSS),
         "figures: %s; time is the CPU time of the benchmark thread, wall time for the threaded"
-        " workloads (ops/s rows); best = fastest (or smallest)." % statistic,
+        " workloads (rate rows); peak RSS is VmHWM of the run (baseline ~4 MiB included)." % statistic,
     ]
     spread = spread_note(rows)
     if spread:
         lines.append(spread)
-    speed_rows = [r for r in rows if r.kind != "memory"]
-    means = [geometric_mean([r.speed_vs(other) for r in speed_rows]) for other in ("glibc", "jemalloc")]
-    lines.append("geometric mean of pymalloc's speed ratios over %d workloads: vs glibc %s, vs jemalloc %s"
-                 % (len(speed_rows), format_ratio(means[0]), format_ratio(means[1])))
+    lines += loss_notes(rows)
     for note in (
             scaling_note(rows, "parallel_threads", "the issue's target: >= 1.60x",
                          "scaling, independent threads, 2 threads / 1 thread"),
@@ -547,36 +703,51 @@ def notes(rows, runs, options, libraries):
                                               three_digits(row.end_rss_mib.get(a)))
                      for a in ALLOCATORS if row.status.get(a) == "ok"]
             lines.append("fragmentation RSS in MiB: " + "; ".join(parts))
-    if not libraries.get("jemalloc"):
-        lines.append("jemalloc: not found (install Debian's libjemalloc-dev, or configure"
-                     " --with-jemalloc=PATH); its columns say n/a")
+    lines.append(syscall_note(runs))
+    for peer in PEERS:
+        if not libraries.get(peer):
+            option, library, package = PEER_LIBRARIES[peer]
+            lines.append("%s: not found (install Debian's %s, or configure --with-%s=PATH to name its %s);"
+                         " its columns say n/a" % (peer, package, peer, library))
     for run in runs:
         if run.error and run.error != "not available":
             lines.append("FAILED: %s under %s: %s" % (run.family, run.allocator, run.error))
     return lines
 
 
+def number(value):
+    return "" if value is None else "%.6g" % value
+
+
 def write_csv(path, rows):
     fields = ["name", "label", "kind", "unit"]
     fields += list(ALLOCATORS)
-    fields += ["best", "speed_vs_glibc", "speed_vs_jemalloc"]
+    fields += ["best", "best_peer", "pym_over_best", "loss"]
+    fields += ["speed_vs_" + p for p in PEERS]
     fields += ["peak_rss_mib_" + a for a in ALLOCATORS]
     fields += ["end_rss_mib_" + a for a in ALLOCATORS]
     fields += ["cv_percent_" + a for a in ALLOCATORS]
+    fields += ["syscalls_per_kop_" + a for a in ALLOCATORS]
+    fields += ["%s_per_kop_%s" % (name, a) for name in SYSCALLS for a in ALLOCATORS]
     with open(path, "w", newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(fields)
         for row in rows:
-            def text(value):
-                return "" if value is None else "%.6g" % value
+            def syscall(allocator, name):
+                counts = row.syscalls_per_kop.get(allocator) or {}
+                return number(counts.get(name)) if row.kind != "memory" else ""
             writer.writerow(
                 [row.name, row.label, row.kind, row.unit] +
-                [text(row.values.get(a)) if row.status.get(a) == "ok" else row.status.get(a, "")
+                [number(row.values.get(a)) if row.status.get(a) == "ok" else row.status.get(a, "")
                  for a in ALLOCATORS] +
-                [row.best() or "", text(row.speed_vs("glibc")), text(row.speed_vs("jemalloc"))] +
-                [text(row.peak_rss_mib.get(a)) for a in ALLOCATORS] +
-                [text(row.end_rss_mib.get(a)) for a in ALLOCATORS] +
-                [text(row.cv_percent.get(a)) for a in ALLOCATORS])
+                [row.best() or "", row.best_peer() or "", number(row.pym_over_best()),
+                 LOSS if row.loses() else ""] +
+                [number(row.speed_vs(p)) for p in PEERS] +
+                [number(row.peak_rss_mib.get(a)) for a in ALLOCATORS] +
+                [number(row.end_rss_mib.get(a)) for a in ALLOCATORS] +
+                [number(row.cv_percent.get(a)) for a in ALLOCATORS] +
+                [number(row.syscalls_total(a)) if row.kind != "memory" else "" for a in ALLOCATORS] +
+                [syscall(a, name) for name in SYSCALLS for a in ALLOCATORS])
 
 
 def write_json(path, rows, runs, options, libraries, note_lines, table):
@@ -596,17 +767,27 @@ def write_json(path, rows, runs, options, libraries, note_lines, table):
                                        if r.allocator == allocator and r.malloc_from}),
                 "failed_families": [r.family for r in runs
                                     if r.allocator == allocator and r.error and r.error != "not available"],
+                "syscall_counters": sorted({r.context.get("syscall_counters", "off: not recorded")
+                                            for r in runs if r.allocator == allocator and not r.error}),
             } for allocator in ALLOCATORS},
+        "peers": list(PEERS),
         "rows": [{
             "name": row.name, "label": row.label, "kind": row.kind, "unit": row.unit,
             "values": {a: (row.values.get(a) if row.status.get(a) == "ok" else None) for a in ALLOCATORS},
             "status": row.status,
             "best": row.best(),
+            "best_peer": row.best_peer(),
+            "pym_over_best": row.pym_over_best(),
+            "loss": row.loses() if row.pym_over_best() is not None else None,
+            "relative_to_best": {a: row.relative_to_best(a) for a in ALLOCATORS},
+            "speed_vs": {p: row.speed_vs(p) for p in PEERS},
             "speed_vs_glibc": row.speed_vs("glibc"),
             "speed_vs_jemalloc": row.speed_vs("jemalloc"),
             "peak_rss_mib": row.peak_rss_mib,
             "end_rss_mib": row.end_rss_mib,
             "cv_percent": row.cv_percent,
+            "syscalls_per_kop": ({a: (row.syscalls_per_kop.get(a) if row.status.get(a) == "ok" else None)
+                                  for a in ALLOCATORS} if row.kind != "memory" else None),
         } for row in rows],
         "notes": note_lines,
         "table": table,
@@ -618,22 +799,24 @@ def write_json(path, rows, runs, options, libraries, note_lines, table):
 
 # ---- chart -----------------------------------------------------------------------------
 
-CHART_LIMIT = 32.0  # ratios beyond 1/32 .. 32 are drawn at the edge, labelled with their value
+CHART_LIMIT = 64.0  # ratios beyond 64 are drawn at the edge, labelled with their value
+CHART_COLORS = {"glibc": "#1f77b4", "jemalloc": "#ff7f0e", "mimalloc": "#2ca02c",
+                "tcmalloc": "#9467bd", "pymalloc": "#d62728"}
+CHART_BAR_STEP = 0.17    # vertical distance between the bars of one workload
+CHART_BAR_HALF = 0.07    # half the thickness of a bar
 
 
 def chart_range(values):
-    """Powers of two around the data on a log axis: at least [1/2, 2], at most the limit."""
+    """From just below 1 to a power of two past the largest value (at least 2, at most the limit)."""
     present = [v for v in values if v is not None and v > 0]
     # The margin leaves room for the value printed past the end of a bar.
-    low = max(min(present + [1.0]) / 1.8, 1 / CHART_LIMIT)
     high = min(max(present + [1.0]) * 1.8, CHART_LIMIT)
-    return (2.0 ** math.floor(math.log2(min(low, 0.5))),
-            2.0 ** math.ceil(math.log2(max(high, 2.0))))
+    return 1 / 1.12, 2.0 ** math.ceil(math.log2(max(high, 2.0)))
 
 
 def power_of_two_tics(low, high):
     tics = []
-    exponent = int(round(math.log2(low)))
+    exponent = int(math.ceil(math.log2(low) - 1e-9))
     while 2.0 ** exponent <= high * 1.001:
         value = 2.0 ** exponent
         tics.append('"%s" %g' % ("%g" % value if exponent >= 0 else "1/%d" % 2 ** -exponent, value))
@@ -642,51 +825,47 @@ def power_of_two_tics(low, high):
 
 
 def write_chart(directory, rows, gnuplot):
-    """ratios.png: pymalloc's speed ratios (left) and peak-RSS ratios (right),
-    one horizontal bar per comparison drawn from 1 to the ratio (log scale),
-    so that every bar to the right of the line is a workload pymalloc wins."""
+    """ratios.png: per workload, one bar per allocator of its time relative to
+    the fastest of the five (left) and of its peak RSS relative to the
+    smallest (right), drawn from 1 (the line) to the ratio on a log scale: the
+    best has no bar, and the longer pymalloc's (red) bar, the further it is
+    from the best."""
     data_path = os.path.join(directory, "chart.dat")
     script_path = os.path.join(directory, "chart.gp")
     png_path = os.path.join(directory, "ratios.png")
     count = len(rows)
 
-    # Four series per row: speed vs glibc, vs jemalloc, RSS vs glibc, vs jemalloc.
+    # Ten series per row: time relative to the best, per allocator, then RSS relative to the smallest.
     series = []
     for row in rows:
         if row.kind == "memory":
-            # Its figure is RSS while live: no speed bar, its own ratio in the RSS panel.
-            speed = [None, None]
-            rss = [row.speed_vs("glibc"), row.speed_vs("jemalloc")]
+            # Its figure is RSS while live: no time bars, its own ratios in the RSS panel.
+            time = [None] * len(ALLOCATORS)
         else:
-            speed = [row.speed_vs("glibc"), row.speed_vs("jemalloc")]
-            rss = [ratio(row.peak_rss_mib.get(other), row.peak_rss_mib.get("pymalloc"))
-                   for other in ("glibc", "jemalloc")]
-        series.append(speed + rss)
-    speed_low, speed_high = chart_range([v for s in series for v in s[:2]])
-    rss_low, rss_high = chart_range([v for s in series for v in s[2:]])
-    limits = [(speed_low, speed_high)] * 2 + [(rss_low, rss_high)] * 2
+            time = [row.relative_to_best(a) for a in ALLOCATORS]
+        series.append(time + [row.peak_rss_relative(a) for a in ALLOCATORS])
+    width = len(ALLOCATORS)
+    time_low, time_high = chart_range([v for s in series for v in s[:width]])
+    rss_low, rss_high = chart_range([v for s in series for v in s[width:]])
+    limits = [(time_low, time_high)] * width + [(rss_low, rss_high)] * width
 
     # Columns: y, then per series: the bar end (clamped to the axis), the true
     # ratio, where its label goes and how it is aligned (0 left, 1 right).
     # A label sits past the end of its bar, or inside a bar cut by the axis.
     with open(data_path, "w") as stream:
-        stream.write("# y, then (bar end, ratio, label x, label alignment) for each of: speed vs glibc,"
-                     " speed vs jemalloc, RSS vs glibc, RSS vs jemalloc\n")
+        stream.write("# y, then (bar end, ratio, label x, label alignment) for the time of each of %s,"
+                     " then for the peak RSS of each\n" % ", ".join(ALLOCATORS))
         for index, values in enumerate(series):
             fields = ["%d" % (count - index)]
             for value, (low, high) in zip(values, limits):
                 if value is None or value <= 0:
                     fields += ["?"] * 4
                     continue
-                end = min(max(value, low), high)
+                end = min(max(value, 1.0), high)
                 if end >= high:
-                    label_x, align = high / 1.06, 1
-                elif end <= low:
-                    label_x, align = low * 1.06, 0
-                elif end >= 1:
-                    label_x, align = end * 1.04, 0
+                    label_x, align = high / 1.04, 1
                 else:
-                    label_x, align = end / 1.04, 1
+                    label_x, align = end * 1.03, 0
                 fields += ["%.6g" % end, "%.6g" % value, "%.6g" % label_x, "%d" % align]
             stream.write("\t".join(fields) + "\n")
 
@@ -695,59 +874,77 @@ def write_chart(directory, rows, gnuplot):
 
     ytics = ", ".join("%s %d" % (quoted(row.label), count - i) for i, row in enumerate(rows))
 
-    def bars(number, offset, color, title):
+    def offset(number):
+        # glibc on top, pymalloc at the bottom of each workload's group.
+        return CHART_BAR_STEP * ((width - 1) / 2.0 - number % width)
+
+    def bars(number, allocator, with_title):
         end = 2 + 4 * number  # columns: bar end, ratio, label x, label alignment
-        return ("%s using (1):($1%+.2f):(column(%d) < 1 ? column(%d) : 1):(column(%d) < 1 ? 1 : column(%d))"
-                ":($1%+.2f):($1%+.2f) with boxxyerror lc rgb '%s' title '%s'"
-                % (quoted(data_path), offset, end, end, end, end, offset - 0.17, offset + 0.17, color, title))
+        shift = offset(number)
+        return ("%s using (1):($1%+.3f):(1):(column(%d)):($1%+.3f):($1%+.3f) with boxxyerror lc rgb '%s' %s"
+                % (quoted(data_path), shift, end, shift - CHART_BAR_HALF, shift + CHART_BAR_HALF,
+                   CHART_COLORS[allocator], "title '%s'" % allocator if with_title else "notitle"))
 
-    def labels(number, offset):
+    def labels(number):
         value, label_x, align = 3 + 4 * number, 4 + 4 * number, 5 + 4 * number
-        text = "(sprintf(column(%d) < 0.1 ? '%%.3f' : '%%.2f', column(%d)))" % (value, value)
+        text = "(sprintf(column(%d) < 10 ? '%%.2f' : '%%.1f', column(%d)))" % (value, value)
+        codes = [(0, "left"), (1, "right")]
+        low, high = limits[number]
+        present = [v for s in series for v in [s[number]] if v is not None and v > 0]
+        codes = [(code, side) for code, side in codes
+                 if any((min(v, high) >= high) == (code == 1) for v in present)]
         return ", ".join(
-            "%s using (column(%d) == %d ? column(%d) : NaN):($1%+.2f):%s with labels %s font ',8' notitle"
-            % (quoted(data_path), align, code, label_x, offset, text, side)
-            for code, side in ((0, "left"), (1, "right")))
+            "%s using (column(%d) == %d ? column(%d) : NaN):($1%+.3f):%s with labels %s font ',7' notitle"
+            % (quoted(data_path), align, code, label_x, offset(number), text, side)
+            for code, side in codes)
 
+    def panel(first, with_titles):
+        # Only series with data: gnuplot 5.4 can crash on a plot clause without a valid point.
+        numbers = [n for n in range(first, first + width) if any(s[n] is not None for s in series)]
+        if not numbers:
+            return "NaN notitle"
+        return ", ".join([bars(n, ALLOCATORS[n - first], with_titles) for n in numbers] +
+                         [text for text in (labels(n) for n in numbers) if text])
+
+    row_height = 16 * width
+    height = 150 + row_height * count
     script = """# chart.gp -- written by bench/report.py; `gnuplot chart.gp` redraws ratios.png
-set terminal pngcairo size 1500,{height} font ',10'
+set terminal pngcairo size 1600,{height} font ',10'
 set output {png}
 set datafile separator '\\t'
 set datafile missing '?'
 set style fill solid 0.85 noborder
 set logscale x 2
-set yrange [0.4:{count}.6]
+set yrange [0.45:{count}.55]
 set grid xtics
-set key outside bottom center horizontal
+set key at screen 0.5, screen {key_y} center horizontal
 set arrow 1 from 1, graph 0 to 1, graph 1 nohead lw 2 lc rgb 'black' front
-set multiplot title 'pymalloc against glibc and jemalloc: a bar right of the line is a workload pymalloc wins' font ',13'
-set lmargin at screen 0.21
-set rmargin at screen 0.59
+set multiplot title '{allocators}: each bar is how far an allocator is from the best (log scale, no bar = the best)' font ',13'
+set lmargin at screen 0.2
+set rmargin at screen 0.6
 set tmargin at screen {top}
 set bmargin at screen {bottom}
 set ytics ({ytics}) nomirror
-set xrange [{speed_low}:{speed_high}]
-set xtics ({speed_tics})
-set title 'speed: other time / pymalloc time (> 1: pymalloc faster)'
-plot {speed_glibc}, {speed_jemalloc}, {speed_glibc_labels}, {speed_jemalloc_labels}
-set lmargin at screen 0.62
+set xrange [{time_low}:{time_high}]
+set xtics ({time_tics})
+set title 'time / the fastest time (rate rows: the best rate / the rate)'
+plot {time_panel}
+set lmargin at screen 0.63
 set rmargin at screen 0.98
 unset ytics
 set xrange [{rss_low}:{rss_high}]
 set xtics ({rss_tics})
-set title 'peak RSS: other / pymalloc (> 1: pymalloc smaller)'
-plot {rss_glibc}, {rss_jemalloc}, {rss_glibc_labels}, {rss_jemalloc_labels}
+set title 'peak RSS / the smallest peak RSS (RSS row: RSS while live)'
+plot {rss_panel}
 unset multiplot
-""".format(height=140 + 26 * count, png=quoted(png_path), count=count, ytics=ytics,
-           top=1 - 70.0 / (140 + 26 * count), bottom=70.0 / (140 + 26 * count),
-           speed_low=speed_low, speed_high=speed_high, speed_tics=power_of_two_tics(speed_low, speed_high),
-           rss_low=rss_low, rss_high=rss_high, rss_tics=power_of_two_tics(rss_low, rss_high),
-           speed_glibc=bars(0, 0.2, "#1f77b4", "vs glibc"),
-           speed_jemalloc=bars(1, -0.2, "#ff7f0e", "vs jemalloc"),
-           speed_glibc_labels=labels(0, 0.2), speed_jemalloc_labels=labels(1, -0.2),
-           rss_glibc=bars(2, 0.2, "#1f77b4", "vs glibc"),
-           rss_jemalloc=bars(3, -0.2, "#ff7f0e", "vs jemalloc"),
-           rss_glibc_labels=labels(2, 0.2), rss_jemalloc_labels=labels(3, -0.2))
+""".format(height=height, png=quoted(png_path), count=count, ytics=ytics,
+           allocators=", ".join(a for number, a in enumerate(ALLOCATORS)
+                                if any(s[number] is not None or s[number + width] is not None
+                                       for s in series)),
+           top=1 - 70.0 / height, bottom=80.0 / height, key_y=25.0 / height,
+           time_low=time_low, time_high=time_high, time_tics=power_of_two_tics(1, time_high),
+           rss_low=rss_low, rss_high=rss_high, rss_tics=power_of_two_tics(1, rss_high),
+           time_panel=panel(0, True), rss_panel=panel(width, False))
     with open(script_path, "w") as stream:
         stream.write(script)
     try:
@@ -766,10 +963,12 @@ unset multiplot
 
 def parse_arguments(argv):
     parser = argparse.ArgumentParser(
-        description="Run pymalloc-bench under glibc, jemalloc and pymalloc and compare them.")
+        description="Run pymalloc-bench under glibc, jemalloc, mimalloc, tcmalloc and pymalloc"
+        " and compare them.")
     parser.add_argument("--bench", required=True, help="the pymalloc-bench binary")
     parser.add_argument("--lib", required=True, help="libpymalloc.so to preload")
-    parser.add_argument("--jemalloc", default="", help="libjemalloc.so.2 to preload ('' = leave it out)")
+    for peer, (option, library, _) in PEER_LIBRARIES.items():
+        parser.add_argument(option, default="", help="%s to preload ('' = leave %s out)" % (library, peer))
     parser.add_argument("--gnuplot", default="", help="gnuplot program ('' = no chart)")
     parser.add_argument("--results", required=True,
                         help="results folder; each run writes RESULTS/<date-time>/ and updates RESULTS/latest")
@@ -780,6 +979,8 @@ def parse_arguments(argv):
     parser.add_argument("--repetitions", type=int, default=None,
                         help="repetitions of each benchmark, the median is kept (default 5; quick 1)")
     parser.add_argument("--filter", default="", help="only benchmarks matching this regex")
+    parser.add_argument("--no-syscalls", action="store_true",
+                        help="do not count system calls (no perf events on the syscall tracepoints)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds allowed for one family under one allocator (default 600; quick 60)")
     parser.add_argument("--report-only", metavar="DIR", default="",
@@ -820,15 +1021,17 @@ def main(argv):
         if not os.path.isfile(path):
             die("%s not found: %s (build it first)" % (what, path))
     options.bench = os.path.abspath(options.bench)
-    libraries = {"glibc": "libc", "pymalloc": os.path.abspath(options.lib),
-                 "jemalloc": os.path.abspath(options.jemalloc) if options.jemalloc else ""}
-    if options.jemalloc and not os.path.isfile(options.jemalloc):
-        print("report.py: jemalloc library not found: %s; its columns will say n/a" % options.jemalloc,
-              file=sys.stderr)
-        libraries["jemalloc"] = ""
-    if not libraries["jemalloc"]:
-        print("report.py: no jemalloc to compare with (install libjemalloc-dev or configure"
-              " --with-jemalloc=PATH); its columns will say n/a", file=sys.stderr)
+    libraries = {"glibc": "libc", "pymalloc": os.path.abspath(options.lib)}
+    for peer, (option, library, package) in PEER_LIBRARIES.items():
+        path = getattr(options, peer)
+        libraries[peer] = os.path.abspath(path) if path else ""
+        if path and not os.path.isfile(path):
+            print("report.py: %s library not found: %s; its columns will say n/a" % (peer, path),
+                  file=sys.stderr)
+            libraries[peer] = ""
+        if not libraries[peer]:
+            print("report.py: no %s to compare with (install Debian's %s or configure --with-%s=PATH);"
+                  " its columns will say n/a" % (peer, package, peer), file=sys.stderr)
 
     benchmarks = list_benchmarks(options.bench, options.filter)
     if options.report_only:

@@ -638,3 +638,532 @@ void bench_fragmentation(bench_run *run)
     free(second);
     bench_set_counter(run, "live_blocks_at_end_rss", (double)(first_count - first_count / 2 + second_count));
 }
+
+/* ---- large blocks replaced at random ----------------------------------------------------------- */
+
+enum { LARGE_CHURN_SLOTS = 20 };
+
+/* A program holding a score of big buffers -- decoded images, column chunks
+ * of a query engine, compression windows -- and replacing one at random by
+ * a fresh one of another size, the way
+ *     buffers[i] = std::make_unique<char[]>(n);
+ * does it: the new block is allocated and value-initialised (all of it
+ * zeroed) before the old one is freed.  mimalloc-bench's malloc-large, on
+ * which users measured pymalloc 19x slower than tcmalloc.  20 slots, sizes
+ * uniform in 1..25 MiB (quick: 64 KiB..1 MiB), filled before the timer
+ * starts.  One operation is one replacement; peak RSS matters as much. */
+void bench_large_churn(bench_run *run)
+{
+    size_t low = bench_quick() ? 64 << 10 : 1 << 20;
+    size_t high = bench_quick() ? 1 << 20 : 25 << 20;
+    uint64_t random_state = 0x5eed0008;
+    unsigned char *slots[LARGE_CHURN_SLOTS];
+    for (size_t i = 0; i < LARGE_CHURN_SLOTS; i++) {
+        size_t size = bench_random_between(&random_state, low, high);
+        slots[i] = checked_malloc(size);
+        bench_escape(slots[i]); /* GCC would make malloc + memset(0) a calloc */
+        memset(slots[i], 0, size);
+    }
+
+    uint64_t bytes = 0;
+    uint64_t replaced = 0;
+    while (bench_keep_running(run, 1)) {
+        size_t victim = bench_random_between(&random_state, 0, LARGE_CHURN_SLOTS - 1);
+        size_t size = bench_random_between(&random_state, low, high);
+        unsigned char *fresh = checked_malloc(size);
+        bench_escape(fresh);
+        memset(fresh, 0, size);
+        bench_escape(fresh);
+        free(slots[victim]);
+        slots[victim] = fresh;
+        bytes += size;
+        replaced++;
+    }
+
+    for (size_t i = 0; i < LARGE_CHURN_SLOTS; i++)
+        free(slots[i]);
+    bench_set_counter(run, "mean_block_mib", replaced ? (double)bytes / (double)replaced / (1 << 20) : 0);
+}
+
+/* ---- batches handed from a producer thread to a consumer thread -------------------------------- */
+
+enum {
+    BATCH_BLOCKS = 4096,
+    BATCH_QUEUE_SLOTS = 64, /* batches in flight, at most */
+    BATCHES_PER_ROUND = 256,
+    BATCHES_PER_ROUND_QUICK = 4,
+    BATCH_WRITTEN_BYTES = 128,
+};
+
+static const size_t batch_mixed_sizes[] = {8,   12,  16,  24,  32,  48,   64,   96,  128,
+                                           192, 256, 384, 512, 768, 1024, 1536, 2048};
+
+typedef struct block_batch {
+    void *blocks[BATCH_BLOCKS];
+} block_batch;
+
+/* A bounded queue of batches (mutex + condition variables) and the round's work. */
+typedef struct batch_queue {
+    pthread_mutex_t lock;
+    pthread_cond_t not_empty;
+    pthread_cond_t not_full;
+    block_batch *slots[BATCH_QUEUE_SLOTS];
+    size_t first; /* index of the oldest queued batch */
+    size_t queued;
+    size_t batches; /* to hand over this round */
+    size_t size;    /* of every block, or 0: drawn from batch_mixed_sizes */
+    uint64_t random_seed;
+    uint64_t checksum; /* consumer's: first bytes read */
+} batch_queue;
+
+static void batch_queue_push(batch_queue *queue, block_batch *batch)
+{
+    pthread_mutex_lock(&queue->lock);
+    while (queue->queued == BATCH_QUEUE_SLOTS)
+        pthread_cond_wait(&queue->not_full, &queue->lock);
+    queue->slots[(queue->first + queue->queued) % BATCH_QUEUE_SLOTS] = batch;
+    queue->queued++;
+    pthread_cond_signal(&queue->not_empty);
+    pthread_mutex_unlock(&queue->lock);
+}
+
+static block_batch *batch_queue_pop(batch_queue *queue)
+{
+    pthread_mutex_lock(&queue->lock);
+    while (queue->queued == 0)
+        pthread_cond_wait(&queue->not_empty, &queue->lock);
+    block_batch *batch = queue->slots[queue->first];
+    queue->first = (queue->first + 1) % BATCH_QUEUE_SLOTS;
+    queue->queued--;
+    pthread_cond_signal(&queue->not_full);
+    pthread_mutex_unlock(&queue->lock);
+    return batch;
+}
+
+static void *batch_producer_main(void *argument)
+{
+    batch_queue *queue = argument;
+    uint64_t random_state = queue->random_seed;
+    const size_t mixed_count = sizeof batch_mixed_sizes / sizeof batch_mixed_sizes[0];
+    for (size_t b = 0; b < queue->batches; b++) {
+        block_batch *batch = checked_malloc(sizeof *batch);
+        for (size_t i = 0; i < BATCH_BLOCKS; i++) {
+            size_t size = queue->size != 0
+                              ? queue->size
+                              : batch_mixed_sizes[bench_random_between(&random_state, 0, mixed_count - 1)];
+            void *block = checked_malloc(size);
+            memset(block, (int)(size & 0xff), size < BATCH_WRITTEN_BYTES ? size : BATCH_WRITTEN_BYTES);
+            bench_escape(block);
+            batch->blocks[i] = block;
+        }
+        batch_queue_push(queue, batch);
+    }
+    return NULL;
+}
+
+static void *batch_consumer_main(void *argument)
+{
+    batch_queue *queue = argument;
+    uint64_t checksum = 0;
+    for (size_t b = 0; b < queue->batches; b++) {
+        block_batch *batch = batch_queue_pop(queue);
+        for (size_t i = 0; i < BATCH_BLOCKS; i++) {
+            checksum += *(unsigned char *)batch->blocks[i];
+            free(batch->blocks[i]);
+        }
+        free(batch);
+    }
+    queue->checksum = checksum;
+    return NULL;
+}
+
+/* xmalloc-test: a producer thread (a parser, a network reader) allocates
+ * objects in batches of 4096, initialising up to 128 bytes of each, and
+ * hands every batch (a malloc'd array of the pointers) through a bounded
+ * queue -- at most 64 batches in flight -- to a consumer thread that frees
+ * the objects and the batch: every free is remote.  Argument: the block
+ * size, or 0 for sizes drawn from 8 B .. 2 KiB.  One operation is one
+ * block; both threads are started per round of 256 batches (quick: 4). */
+void bench_producer_consumer(bench_run *run)
+{
+    size_t size = (size_t)bench_arg(run, 0);
+    size_t batches = bench_quick() ? BATCHES_PER_ROUND_QUICK : BATCHES_PER_ROUND;
+    batch_queue queue;
+    memset(&queue, 0, sizeof queue);
+    pthread_mutex_init(&queue.lock, NULL);
+    pthread_cond_init(&queue.not_empty, NULL);
+    pthread_cond_init(&queue.not_full, NULL);
+    uint64_t blocks = 0;
+    uint64_t round = 0;
+
+    while (bench_keep_running(run, batches * BATCH_BLOCKS)) {
+        queue.first = 0;
+        queue.queued = 0;
+        queue.batches = batches;
+        queue.size = size;
+        queue.random_seed = 0x5eed0009 + round;
+        pthread_t producer, consumer;
+        start_thread(&consumer, batch_consumer_main, &queue);
+        start_thread(&producer, batch_producer_main, &queue);
+        join_thread(producer);
+        join_thread(consumer);
+        blocks += batches * BATCH_BLOCKS;
+        round++;
+    }
+    pthread_cond_destroy(&queue.not_full);
+    pthread_cond_destroy(&queue.not_empty);
+    pthread_mutex_destroy(&queue.lock);
+    bench_set_items(run, blocks);
+}
+
+/* ---- requests and responses between two threads ------------------------------------------------ */
+
+enum {
+    REQUEST_WINDOW = 64,     /* requests in flight, at most */
+    REQUEST_RING_SLOTS = 64, /* a power of two, >= REQUEST_WINDOW: a ring never fills */
+    REQUESTS_PER_ROUND = 100000,
+    REQUESTS_PER_ROUND_QUICK = 2000,
+};
+
+typedef struct sized_block {
+    unsigned char *data;
+    size_t size;
+} sized_block;
+
+/* A single-producer single-consumer ring of blocks, one element published at a time. */
+typedef struct request_ring {
+    _Alignas(64) _Atomic uint64_t written; /* by the producer */
+    _Alignas(64) _Atomic uint64_t taken;   /* by the consumer */
+    _Alignas(64) sized_block slots[REQUEST_RING_SLOTS];
+} request_ring;
+
+typedef struct request_exchange {
+    request_ring to_server;
+    request_ring to_client;
+    uint64_t requests; /* this round */
+    uint64_t client_seed;
+    uint64_t server_seed;
+    uint64_t checksum;
+} request_exchange;
+
+static void ring_put(request_ring *ring, sized_block block)
+{
+    uint64_t written = atomic_load_explicit(&ring->written, memory_order_relaxed);
+    unsigned spins = 0;
+    while (written - atomic_load_explicit(&ring->taken, memory_order_acquire) == REQUEST_RING_SLOTS)
+        wait_a_little(&spins);
+    ring->slots[written % REQUEST_RING_SLOTS] = block;
+    atomic_store_explicit(&ring->written, written + 1, memory_order_release);
+}
+
+static bool ring_take(request_ring *ring, sized_block *block)
+{
+    uint64_t taken = atomic_load_explicit(&ring->taken, memory_order_relaxed);
+    if (atomic_load_explicit(&ring->written, memory_order_acquire) == taken)
+        return false;
+    *block = ring->slots[taken % REQUEST_RING_SLOTS];
+    atomic_store_explicit(&ring->taken, taken + 1, memory_order_release);
+    return true;
+}
+
+/* 16 B .. 16 KiB, each power-of-two range as likely as the others. */
+static sized_block new_message(uint64_t *random_state)
+{
+    unsigned shift = (unsigned)bench_random_between(random_state, 4, 13);
+    size_t size = ((size_t)1 << shift) + bench_random_between(random_state, 0, ((size_t)1 << shift) - 1);
+    sized_block block = {checked_malloc(size), size};
+    block.data[0] = (unsigned char)size;
+    block.data[size - 1] = (unsigned char)shift;
+    bench_escape(block.data);
+    return block;
+}
+
+static uint64_t read_message(sized_block block)
+{
+    return (uint64_t)block.data[0] + block.data[block.size - 1];
+}
+
+static void *request_client_main(void *argument)
+{
+    request_exchange *exchange = argument;
+    uint64_t random_state = exchange->client_seed;
+    uint64_t sent = 0;
+    uint64_t answered = 0;
+    uint64_t checksum = 0;
+    unsigned spins = 0;
+    while (answered < exchange->requests) {
+        bool progress = false;
+        sized_block response;
+        while (ring_take(&exchange->to_client, &response)) {
+            checksum += read_message(response);
+            free(response.data);
+            answered++;
+            progress = true;
+        }
+        if (sent < exchange->requests && sent - answered < REQUEST_WINDOW) {
+            ring_put(&exchange->to_server, new_message(&random_state));
+            sent++;
+            progress = true;
+        }
+        if (progress)
+            spins = 0;
+        else
+            wait_a_little(&spins);
+    }
+    exchange->checksum = checksum;
+    return NULL;
+}
+
+static void *request_server_main(void *argument)
+{
+    request_exchange *exchange = argument;
+    uint64_t random_state = exchange->server_seed;
+    uint64_t checksum = 0;
+    unsigned spins = 0;
+    for (uint64_t handled = 0; handled < exchange->requests;) {
+        sized_block request;
+        if (!ring_take(&exchange->to_server, &request)) {
+            wait_a_little(&spins);
+            continue;
+        }
+        spins = 0;
+        checksum += read_message(request);
+        free(request.data);
+        ring_put(&exchange->to_client, new_message(&random_state));
+        handled++;
+    }
+    bench_escape(&checksum);
+    return NULL;
+}
+
+/* rptest, or any server answering requests from a client thread: thread A
+ * allocates a request of 16 B .. 16 KiB (log-uniform), writes its first and
+ * last bytes and passes it through an SPSC ring to thread B, which reads
+ * and frees it and answers with a response block of another random size,
+ * freed by A; up to 64 requests in flight.  Each side frees what the other
+ * allocated.  One operation is one request and its response; both threads
+ * are started per round of 100,000 (quick: 2,000). */
+void bench_request_response(bench_run *run)
+{
+    uint64_t requests = bench_quick() ? REQUESTS_PER_ROUND_QUICK : REQUESTS_PER_ROUND;
+    request_exchange *exchange = aligned_alloc(64, sizeof *exchange);
+    if (exchange == NULL)
+        allocation_failed("aligned_alloc", sizeof *exchange);
+    uint64_t done = 0;
+    uint64_t round = 0;
+
+    while (bench_keep_running(run, requests)) {
+        memset(exchange, 0, sizeof *exchange);
+        exchange->requests = requests;
+        exchange->client_seed = 0x5eed000a + 1000 * round;
+        exchange->server_seed = 0x5eed000b + 1000 * round;
+        pthread_t client, server;
+        start_thread(&server, request_server_main, exchange);
+        start_thread(&client, request_client_main, exchange);
+        join_thread(client);
+        join_thread(server);
+        done += requests;
+        round++;
+    }
+    free(exchange);
+    bench_set_items(run, done);
+}
+
+/* ---- larson: worker threads replaced while their blocks live on -------------------------------- */
+
+enum {
+    LARSON_LANES = 2, /* worker threads at any time */
+    LARSON_SLOTS = 1000,
+    LARSON_OPS_PER_THREAD = 20000,
+    LARSON_OPS_PER_THREAD_QUICK = 2000,
+    LARSON_THREADS_PER_ROUND = 10, /* per lane */
+    LARSON_THREADS_PER_ROUND_QUICK = 2,
+};
+
+typedef struct larson_round {
+    pthread_mutex_t lock;
+    pthread_cond_t lane_done;
+    size_t lanes_done;
+} larson_round;
+
+/* One worker's array, handed from each thread to the next. */
+typedef struct larson_lane {
+    void *slots[LARSON_SLOTS];
+    uint64_t random_state;
+    uint64_t operations; /* per thread */
+    size_t threads_left; /* in this round, the running one included */
+    pthread_t previous;  /* the thread that started the running one (joined by it), or the last one */
+    bool has_previous;
+    larson_round *round;
+} larson_lane;
+
+static void *new_larson_block(uint64_t *random_state)
+{
+    size_t size = bench_random_between(random_state, 8, 1000);
+    unsigned char *block = checked_malloc(size);
+    block[0] = (unsigned char)size;
+    block[size - 1] = (unsigned char)size;
+    bench_escape(block);
+    return block;
+}
+
+static void *larson_worker_main(void *argument)
+{
+    larson_lane *lane = argument;
+    if (lane->has_previous)
+        join_thread(lane->previous); /* it exits right after starting this one */
+    for (uint64_t n = 0; n < lane->operations; n++) {
+        size_t slot = bench_random_between(&lane->random_state, 0, LARSON_SLOTS - 1);
+        free(lane->slots[slot]);
+        lane->slots[slot] = new_larson_block(&lane->random_state);
+    }
+    lane->previous = pthread_self();
+    lane->has_previous = true;
+    if (--lane->threads_left > 0) {
+        pthread_t next;
+        start_thread(&next, larson_worker_main, lane);
+    } else {
+        pthread_mutex_lock(&lane->round->lock);
+        lane->round->lanes_done++;
+        pthread_cond_signal(&lane->round->lane_done);
+        pthread_mutex_unlock(&lane->round->lock);
+    }
+    return NULL;
+}
+
+/* The larson server benchmark: 2 worker threads, each with its own array of
+ * 1000 blocks of 8..1000 bytes (filled before the timer starts); one
+ * operation frees a random block of the array and puts a new random size in
+ * its place (2 bytes written).  Every 20,000 operations (quick: 2,000) the
+ * thread starts its successor, which carries on with the same array --
+ * freeing blocks that a thread now gone allocated -- and exits.  One
+ * operation is one free + malloc; a round is 10 threads per array (quick 2). */
+void bench_larson(bench_run *run)
+{
+    uint64_t per_thread = bench_quick() ? LARSON_OPS_PER_THREAD_QUICK : LARSON_OPS_PER_THREAD;
+    size_t threads = bench_quick() ? LARSON_THREADS_PER_ROUND_QUICK : LARSON_THREADS_PER_ROUND;
+    larson_round round;
+    pthread_mutex_init(&round.lock, NULL);
+    pthread_cond_init(&round.lane_done, NULL);
+    larson_lane *lanes = checked_malloc(LARSON_LANES * sizeof *lanes);
+    for (size_t l = 0; l < LARSON_LANES; l++) {
+        lanes[l].random_state = 0x5eed000c + l;
+        for (size_t i = 0; i < LARSON_SLOTS; i++)
+            lanes[l].slots[i] = new_larson_block(&lanes[l].random_state);
+        lanes[l].operations = per_thread;
+        lanes[l].round = &round;
+    }
+    uint64_t operations = 0;
+
+    while (bench_keep_running(run, LARSON_LANES * threads * per_thread)) {
+        round.lanes_done = 0;
+        for (size_t l = 0; l < LARSON_LANES; l++) {
+            lanes[l].threads_left = threads;
+            lanes[l].has_previous = false;
+            pthread_t first;
+            start_thread(&first, larson_worker_main, &lanes[l]);
+        }
+        pthread_mutex_lock(&round.lock);
+        while (round.lanes_done < LARSON_LANES)
+            pthread_cond_wait(&round.lane_done, &round.lock);
+        pthread_mutex_unlock(&round.lock);
+        for (size_t l = 0; l < LARSON_LANES; l++)
+            join_thread(lanes[l].previous); /* each lane's last thread */
+        operations += LARSON_LANES * threads * per_thread;
+    }
+
+    for (size_t l = 0; l < LARSON_LANES; l++)
+        for (size_t i = 0; i < LARSON_SLOTS; i++)
+            free(lanes[l].slots[i]);
+    free(lanes);
+    pthread_cond_destroy(&round.lane_done);
+    pthread_mutex_destroy(&round.lock);
+    bench_set_items(run, operations);
+}
+
+/* ---- many threads trading blocks through a shared table ---------------------------------------- */
+
+enum {
+    TRADE_SHARED_SLOTS = 4096,
+    TRADE_LOCAL_SLOTS = 256,
+    TRADE_OPS_PER_THREAD = 50000,
+    TRADE_OPS_PER_THREAD_QUICK = 1000,
+};
+
+typedef struct trade_worker {
+    void **shared; /* TRADE_SHARED_SLOTS pointers, swapped atomically */
+    uint64_t operations;
+    uint64_t random_seed;
+} trade_worker;
+
+/* 90% 8..256 B, 9% 257 B..16 KiB, 1% 16 KiB..1 MiB. */
+static size_t trade_size(uint64_t *random_state)
+{
+    uint64_t percent = bench_random_between(random_state, 0, 99);
+    if (percent < 90)
+        return bench_random_between(random_state, 8, 256);
+    if (percent < 99)
+        return bench_random_between(random_state, 257, 16 << 10);
+    return bench_random_between(random_state, (16 << 10) + 1, 1 << 20);
+}
+
+static void *trade_worker_main(void *argument)
+{
+    trade_worker *worker = argument;
+    uint64_t random_state = worker->random_seed;
+    void *local[TRADE_LOCAL_SLOTS] = {NULL};
+    for (uint64_t n = 0; n < worker->operations; n++) {
+        void *block = new_block(trade_size(&random_state));
+        void *old;
+        if (bench_random(&random_state) & 1) {
+            size_t slot = bench_random_between(&random_state, 0, TRADE_LOCAL_SLOTS - 1);
+            old = local[slot];
+            local[slot] = block;
+        } else {
+            size_t slot = bench_random_between(&random_state, 0, TRADE_SHARED_SLOTS - 1);
+            old = __atomic_exchange_n(&worker->shared[slot], block, __ATOMIC_ACQ_REL);
+        }
+        free(old); /* possibly allocated by another thread, maybe one that has exited */
+    }
+    for (size_t i = 0; i < TRADE_LOCAL_SLOTS; i++)
+        free(local[i]);
+    return NULL;
+}
+
+/* mstress, or a task-parallel program whose tasks pass results around: T
+ * threads each allocate blocks of mostly small, sometimes medium and rarely
+ * large sizes (one byte written), keep half of them in a private array of
+ * 256 slots and swap the other half into a table of 4096 slots shared by
+ * all threads (__atomic_exchange_n), freeing whatever comes back -- often a
+ * block of another thread, or of a thread of an earlier round that has
+ * exited.  Argument: threads, started per round of 50,000 operations each
+ * (quick: 1,000); the shared table lives through the run and is emptied at
+ * its end.  One operation is one malloc (and the free of what it replaces). */
+void bench_thread_churn(bench_run *run)
+{
+    size_t threads = checked_thread_count(bench_arg(run, 0), "thread_churn threads");
+    uint64_t per_thread = bench_quick() ? TRADE_OPS_PER_THREAD_QUICK : TRADE_OPS_PER_THREAD;
+    void **shared = checked_calloc(TRADE_SHARED_SLOTS, sizeof *shared);
+    trade_worker workers[MAX_THREADS_PER_ROLE];
+    pthread_t ids[MAX_THREADS_PER_ROLE];
+    uint64_t operations = 0;
+    uint64_t round = 0;
+
+    while (bench_keep_running(run, threads * per_thread)) {
+        for (size_t t = 0; t < threads; t++) {
+            workers[t].shared = shared;
+            workers[t].operations = per_thread;
+            workers[t].random_seed = 0x5eed000e + 1000 * round + t;
+            start_thread(&ids[t], trade_worker_main, &workers[t]);
+        }
+        for (size_t t = 0; t < threads; t++)
+            join_thread(ids[t]);
+        operations += threads * per_thread;
+        round++;
+    }
+
+    for (size_t i = 0; i < TRADE_SHARED_SLOTS; i++)
+        free(shared[i]);
+    free(shared);
+    bench_set_items(run, operations);
+}

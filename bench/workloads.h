@@ -21,6 +21,11 @@ bench_body bench_parallel_threads;  /* arg 0: independent threads */
 bench_body bench_short_threads;     /* one short-lived thread per operation */
 bench_body bench_large;             /* arg 0: block size in bytes */
 bench_body bench_fragmentation;     /* one million small blocks, half freed, refilled */
+bench_body bench_large_churn;       /* 20 slots of 1..25 MiB zeroed blocks, one replaced per op */
+bench_body bench_producer_consumer; /* arg 0: block size, 0 = mixed; batches of 4096 to another thread */
+bench_body bench_request_response;  /* two threads trading requests and responses, 16 B..16 KiB */
+bench_body bench_larson;            /* 2 workers replaced every 20,000 ops, arrays carried over */
+bench_body bench_thread_churn;      /* arg 0: threads trading blocks through a shared table */
 
 #ifdef __cplusplus
 }
