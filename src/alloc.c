@@ -71,26 +71,6 @@ void pym_double_free(const void *ptr, unsigned size_class)
     pym_fatal("pymalloc: free(): double free of block %p (%u-byte class)", ptr, pym_classes[size_class].block_size);
 }
 
-uint32_t pym_pool_push_block(pym_pool_t *pool, pym_block_t *block)
-{
-    if (PYM_UNLIKELY(block == pool->free || pool->used == 0))
-        pym_double_free(block, pool->size_class);
-#ifdef PYM_DEBUG
-    for (pym_block_t *scan = pool->free; scan != NULL; scan = scan->next)
-        if (scan == block)
-            pym_double_free(block, pool->size_class);
-#endif
-    block->next = pool->free;
-    pool->free = block;
-    return --pool->used;
-}
-
-void pym_pool_free_block(pym_heap_t *heap, pym_pool_t *pool, pym_block_t *block)
-{
-    if (pym_pool_push_block(pool, block) == 0 || pool->state != PYM_POOL_USED)
-        pym_heap_free_local_slow(heap, pool);
-}
-
 /* ---- generic paths ---------------------------------------------------------------- */
 void *pym_malloc_large_entry(size_t size)
 {

@@ -9,7 +9,7 @@
  * find pymalloc already usable.  Nothing here allocates before the mark.
  *
  * fork: the prepare handler takes every pymalloc lock (in the order the
- * slow paths nest them: shared heap, large, arena, metadata) so that the
+ * slow paths nest them: shared heap, large, arena, metadata, scavenger) so that the
  * child starts with consistent shared state; both parent and child release
  * them.  Because pymalloc registers its handlers first, at start-up, its
  * prepare handler runs after every other library's (which may allocate) and
@@ -31,10 +31,12 @@ static void pym_fork_prepare(void)
     pthread_mutex_lock(&pym_large_lock);
     pthread_mutex_lock(&pym_arena_lock);
     pthread_mutex_lock(&pym_meta_lock);
+    pym_scavenge_lock_for_fork();
 }
 
 static void pym_fork_parent(void)
 {
+    pym_scavenge_unlock_after_fork();
     pthread_mutex_unlock(&pym_meta_lock);
     pthread_mutex_unlock(&pym_arena_lock);
     pthread_mutex_unlock(&pym_large_lock);
@@ -45,6 +47,7 @@ static void pym_fork_parent(void)
 static void pym_fork_child(void)
 {
     /* The forking thread holds every lock; in the child it is their owner. */
+    pym_scavenge_after_fork_child();
     pthread_mutex_unlock(&pym_meta_lock);
     pthread_mutex_unlock(&pym_arena_lock);
     pthread_mutex_unlock(&pym_large_lock);

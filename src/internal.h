@@ -79,17 +79,17 @@
 #define PYM_CACHE_SLOTS          64       /* most blocks a thread cache bin holds (small classes get all) */
 #define PYM_SIZE_TABLE_MAX       4096     /* malloc finds the bin of a request up to this size with one table load */
 #define PYM_MEDIUM_TABLE_SHIFT   7        /* above it, with one load indexed by size / 128 (medium sizes are multiples of 128) */
-#define PYM_CACHE_CLASS_BYTES    (32 * PYM_KiB) /* and at most this many bytes of blocks (medium classes) */
+#define PYM_CACHE_CLASS_BYTES    (16 * PYM_KiB) /* a medium class's bin holds at most this many bytes of blocks (at least one) */
 #define PYM_HEAP_POOL_BATCH      8        /* fresh pools a heap takes per arena-lock acquisition */
+#define PYM_SPAN_FREE_WORDS      7        /* words of a medium span's free bitmap (409 blocks of 640 B at most) */
 #define PYM_HEAP_EMPTY_POOLS_MAX 16       /* empty pools a heap keeps before returning some */
-#define PYM_CHUNK_CACHE_MAX      4        /* default: empty chunks kept mapped (1 MiB) against map/unmap loops */
+#define PYM_CHUNK_CACHE_MAX      1024     /* default: at most this many empty chunks (256 MiB) wait for reuse or decay */
 #define PYM_LARGE_BINS           256      /* free extents of n chunks wait in size bin n - 1; longer ones in the last */
 #define PYM_LARGE_CACHE_BYTES    (64 * PYM_MiB) /* free extents kept: at least this many bytes (or as many as are live) */
 #define PYM_LARGE_CACHE_DECAY_MS 1000     /* default: a free extent or empty chunk unused this long goes back to the OS */
 #define PYM_ADDRESS_BITS         48       /* user address space covered by the chunk map */
 #define PYM_CHUNKMAP_LEAF_BITS   15       /* chunk-map entries per leaf: 2^15 (8 GiB of address space) */
 #define PYM_PAGEMAP_LEAF_SHIFT   32       /* one page-map leaf per 4 GiB of address space (2^20 pages, 4 MiB) */
-#define PYM_META_REGION_SIZE     (256 * PYM_KiB) /* metadata is carved from mappings of this size */
 
 #if PYM_POOL_SIZE * PYM_POOLS_PER_ARENA != PYM_CHUNK_SIZE
 #error "an arena must hold a whole number of pools"
@@ -109,8 +109,11 @@
 #if (PYM_SMALL_MAX << (PYM_MEDIUM_CLASSES / PYM_MEDIUM_STEPS)) != PYM_MEDIUM_MAX
 #error "medium classes must cover (PYM_SMALL_MAX, PYM_MEDIUM_MAX] in PYM_MEDIUM_STEPS steps per doubling"
 #endif
-#if PYM_CACHE_SLOTS * PYM_SMALL_MAX > PYM_CACHE_CLASS_BYTES
-#error "every small class should get the full PYM_CACHE_SLOTS bin"
+#if (PYM_CHUNK_SIZE / (PYM_SMALL_MAX + PYM_SMALL_MAX / PYM_MEDIUM_STEPS)) > PYM_SPAN_FREE_WORDS * 64
+#error "a medium span's free bitmap must have a bit for each block of the smallest medium class"
+#endif
+#if PYM_CHUNK_SIZE / PYM_POOL_SIZE > 64
+#error "a medium span's purged pages fit one 64-bit mask"
 #endif
 #if (PYM_CHUNK_SIZE / (PYM_SMALL_MAX + PYM_SMALL_MAX / PYM_MEDIUM_STEPS)) > UINT16_MAX
 #error "the pool directory counts carved blocks in 16 bits"
@@ -197,8 +200,8 @@ enum pym_pool_state {
  * it, so its cache line stays with the owner.  A block "used" by the pool is
  * out of it: with a program or in a thread cache. */
 struct pym_pool {
-    pym_block_t *free;           /* next free block to hand out, NULL if none */
-    uint32_t used;               /* blocks out of the pool (handed out or cached by a thread) */
+    pym_block_t *free;           /* small pool: next free block to hand out, NULL if none (a span keeps a bitmap) */
+    uint32_t used;               /* blocks out of the pool (handed out, cached, or in transfer lists) */
     uint8_t size_class;          /* index into pym_classes (copy of the directory's) */
     uint8_t state;               /* enum pym_pool_state */
     uint8_t index;               /* pool number inside its arena (0 for a span) */
@@ -273,6 +276,7 @@ struct pym_arena {
     uintptr_t base;              /* chunk address, 256 KiB aligned */
     uint64_t free_mask;          /* small: bit i set when pool i is in no heap */
     uint64_t dirty_mask;         /* small: bit i set when free pool i may still hold pages */
+    uint64_t aged_mask;          /* small: free and dirty at the scavenger's previous pass */
     uint32_t free_pools;         /* small: number of bits set in free_mask */
     uint8_t kind;                /* PYM_CHUNK_SMALL or PYM_CHUNK_MEDIUM */
     pym_arena_t *next;           /* usable-arena bucket list (small arenas with free pools) */
@@ -281,6 +285,8 @@ struct pym_arena {
     pym_arena_t *all_prev;
     uint64_t cached_at_ms;       /* in the chunk cache: when it entered (monotonic milliseconds) */
     pym_pool_t span;             /* medium: the span's pool header */
+    uint64_t span_free[PYM_SPAN_FREE_WORDS]; /* medium: bit i set when carved block i is free in the span */
+    uint64_t span_purged;        /* medium: bit p set when page p was given back and not used since */
     pym_pool_info_t pools[PYM_POOLS_PER_ARENA]; /* directory: small: one per pool; medium: [0] */
 };
 
@@ -315,6 +321,9 @@ PYM_INTERNAL pym_pool_t *pym_arena_take_pools_locked(unsigned want, unsigned *go
 /* Under pym_arena_lock: return an empty pool (small or medium span) to its
  * chunk; an arena whose pools are all back is cached or unmapped. */
 PYM_INTERNAL void pym_arena_release_pool_locked(pym_pool_t *pool);
+/* The same for a pool that has been unused for the decay time already (the
+ * scavenger's): a chunk it empties is unmapped at the next decay pass. */
+PYM_INTERNAL void pym_arena_release_decayed_pool_locked(pym_pool_t *pool);
 /* Under pym_arena_lock: a fresh medium span of class `size_class`. */
 PYM_INTERNAL pym_pool_t *pym_arena_take_span_locked(unsigned size_class);
 /* Abandoned pools: non-empty pools whose thread exited, per class. */
@@ -324,6 +333,12 @@ PYM_INTERNAL void pym_arena_unlink_abandoned_locked(pym_pool_t *pool);
 /* Under pym_arena_lock: unmap the cached empty chunks and give back the
  * pages of free pools in arenas still in use; returns the bytes released. */
 PYM_INTERNAL size_t pym_arena_trim_locked(void);
+/* Under pym_arena_lock: unmap the empty chunks cached for the decay time;
+ * returns the bytes released. */
+PYM_INTERNAL size_t pym_arena_decay_locked(uint64_t now_ms);
+/* Under pym_arena_lock: whether anything waits to decay (cached chunks,
+ * free pools holding pages). */
+PYM_INTERNAL bool pym_arena_has_idle_pages_locked(void);
 /* Visit every chunk in use (statistics); caller holds pym_arena_lock. */
 PYM_INTERNAL pym_arena_t *pym_arena_first_locked(void);
 PYM_INTERNAL void pym_arena_counters_locked(pym_stats_t *out);
@@ -334,6 +349,26 @@ PYM_INTERNAL void pym_pool_init(pym_pool_t *pool, unsigned size_class, pym_heap_
 /* Point the page-map entries of a pool's pages (one page, or a span's
  * chunk) at `bin`; 0 when the pool stops serving blocks. */
 PYM_INTERNAL void pym_pool_set_pages(const pym_pool_t *pool, pym_bin_offset_t bin);
+/* The pool operations (pool.c).  The caller owns the pool (holds its heap's
+ * lock), or holds the lock that does (arena lock for an abandoned pool,
+ * shared-heap lock).
+ * Move up to `want` blocks out of the pool into `out`, in the order a bin
+ * pops them: lowest address first (its free blocks, then never-used ones,
+ * whose pages are not touched: they stay unfaulted until the program uses
+ * them); returns how many. */
+PYM_INTERNAL unsigned pym_pool_take(pym_pool_t *pool, void **out, unsigned want);
+/* Give a validated block back to its pool (catching the double frees the
+ * pool can see); returns the pool's new used count. */
+PYM_INTERNAL uint32_t pym_pool_push_block(pym_pool_t *pool, pym_block_t *block);
+/* A medium span: give back the pages that hold no block in use (with
+ * madvise, runs of pages at a time, skipping pages given back already);
+ * returns the bytes released. */
+PYM_INTERNAL size_t pym_span_decommit_free(pym_pool_t *span);
+/* Free blocks a pool holds (not counting blocks in caches or transfer lists). */
+static inline uint32_t pym_pool_free_count(const pym_pool_t *pool)
+{
+    return pym_classes[pool->size_class].capacity - pool->used;
+}
 
 /* ---- large blocks: extents of whole chunks (large.c) -------------------- */
 enum pym_large_state {
@@ -485,6 +520,9 @@ PYM_INTERNAL bool pym_pagemap_prepare(uintptr_t base, size_t size);
 PYM_INTERNAL void pym_pagemap_set(uintptr_t base, size_t size, pym_bin_offset_t bin);
 /* Route free through its slow path (hooks installed) or not. */
 PYM_INTERNAL void pym_pagemap_route(bool hooked);
+/* Under pym_arena_lock: give back the pages of the map that describe no
+ * chunk in use any more; returns the bytes released. */
+PYM_INTERNAL size_t pym_pagemap_decay_locked(void);
 
 /* Lowest address bits that are zero in every block start of the alignment
  * mode (15 for 16, 7 for 8): free's fast path sends any other pointer to
@@ -513,15 +551,24 @@ enum pym_heap_state {
 };
 
 struct pym_heap {
+    /* The owner's: its slow paths hold `lock` (the scavenger tries it). */
     pym_pool_t *pools[PYM_CLASS_COUNT]; /* per class: first pool with free blocks, or &pym_empty_pool */
-    pym_block_t *remote;         /* blocks freed by other threads (atomic, CAS push) */
+    pym_block_t *deferred[PYM_CLASS_COUNT]; /* per class: blocks taken off `remote`, not yet handed out */
     pym_pool_t *empty;           /* owned small pools with every block free */
     uint32_t empty_count;        /* length of `empty` */
-    uint8_t state;               /* enum pym_heap_state */
+    uint32_t lock;               /* spinlock over the pools and lists above (atomic) */
+    uint64_t activity;           /* slow paths the owner made (under the lock) */
+    uint64_t activity_seen;      /* the scavenger's last reading of it */
+    uint64_t quiet_since_ms;     /* the scavenger saw no activity since then */
+    int tidy;                    /* the scavenger gave back what the quiet heap kept (atomic) */
+    uint8_t state;               /* enum pym_heap_state (atomic) */
     pym_heap_t *next_dead;       /* dead heaps waiting for reuse */
-    pym_heap_t *all_next;        /* every heap ever made (statistics), under the arena lock */
+    pym_heap_t *all_next;        /* every heap ever made (statistics, the scavenger) */
     pym_cache_bin_t *bins;       /* the owning thread's bins (atomic; NULL unless live), for statistics */
-    void *slots[PYM_CLASS_COUNT * PYM_CACHE_BIN_STRIDE]; /* storage of the bins */
+    /* Other threads': blocks they freed into this heap's pools. */
+    int remote_pending __attribute__((aligned(64))); /* some transfer list may hold blocks (atomic) */
+    pym_block_t *remote[PYM_CLASS_COUNT]; /* per class: chains CAS-pushed by other threads; CLOSED when retired */
+    void *slots[PYM_CLASS_COUNT * PYM_CACHE_BIN_STRIDE] __attribute__((aligned(64))); /* storage of the bins */
 };
 
 PYM_INTERNAL extern pym_pool_t pym_empty_pool;     /* has no free block: sends malloc to its slow path */
@@ -537,8 +584,6 @@ PYM_INTERNAL void *pym_malloc_class(unsigned size_class);
 /* Free a validated block of class `size_class` that free's fast path did not
  * cache: its bin is full, or the thread has no heap (or no cache). */
 PYM_INTERNAL void pym_heap_free_slow(void *ptr, unsigned size_class);
-PYM_INTERNAL void pym_heap_free_local_slow(pym_heap_t *heap, pym_pool_t *pool);
-PYM_INTERNAL void pym_heap_free_remote(pym_pool_t *pool, pym_block_t *block);
 /* Return every block of the calling thread's cache to its pool. */
 PYM_INTERNAL void pym_heap_flush_cache(pym_heap_t *heap);
 /* Flush the heap's cache and give its empty pools back to their arenas. */
@@ -550,6 +595,12 @@ PYM_INTERNAL void pym_heap_lock_all(void);
 PYM_INTERNAL void pym_heap_unlock_all(void);
 PYM_INTERNAL void pym_heap_after_fork_child(void);
 PYM_INTERNAL size_t pym_heap_live_count(void);
+/* The scavenger's share of heaps (scavenge.c): give back what heaps whose
+ * threads have been quiet for the decay time keep (empty pools, the blocks
+ * other threads freed for them); returns the bytes released. */
+PYM_INTERNAL size_t pym_heap_decay(uint64_t now_ms);
+/* Whether some heap keeps pools a quiet thread could give back (racy). */
+PYM_INTERNAL bool pym_heap_has_idle_pools(void);
 
 /* ---- allocation paths (alloc.c) ----------------------------------------- */
 /* malloc of a request the size tables do not cover (large), and free of a
@@ -563,12 +614,6 @@ PYM_INTERNAL void *pym_aligned_generic(size_t alignment, size_t size);
 PYM_INTERNAL void pym_check_block(const void *ptr, uintptr_t entry, const char *caller);
 /* Report a double free of `ptr` (class `size_class`) and abort. */
 PYM_INTERNAL void pym_double_free(const void *ptr, unsigned size_class) __attribute__((noreturn, cold));
-/* Push a validated block onto its pool's free list (catching a double free
- * of the last block freed there); returns the pool's new used count.  The
- * caller owns the pool, or holds the lock that does. */
-PYM_INTERNAL uint32_t pym_pool_push_block(pym_pool_t *pool, pym_block_t *block);
-/* Push a validated block onto its own pool, as the owner. */
-PYM_INTERNAL void pym_pool_free_block(pym_heap_t *heap, pym_pool_t *pool, pym_block_t *block);
 
 /* ---- allocation hooks (hooks.c) ------------------------------------------ */
 PYM_INTERNAL extern int pym_hooks_active;  /* set while hooks are installed (read relaxed) */
@@ -647,6 +692,10 @@ PYM_INTERNAL void pym_os_inject_counters(unsigned ops, unsigned long *seen, unsi
 /* Zeroed, 64-byte aligned memory for chunk and large descriptors; never from pools. */
 PYM_INTERNAL void *pym_meta_alloc(size_t size);
 PYM_INTERNAL void pym_meta_free(void *ptr, size_t size);
+/* The scavenger's share: give back the pages of descriptor slabs empty for
+ * a pass; returns the bytes released.  Whether some empty slab holds pages. */
+PYM_INTERNAL size_t pym_meta_decay(void);
+PYM_INTERNAL bool pym_meta_has_idle_slabs(void);
 PYM_INTERNAL extern pthread_mutex_t pym_meta_lock;
 
 /* ---- the GC side API (gc.c) ---------------------------------------------- */
@@ -655,6 +704,28 @@ PYM_INTERNAL extern pthread_mutex_t pym_meta_lock;
 PYM_INTERNAL void pym_gc_fork_prepare(void);
 PYM_INTERNAL void pym_gc_fork_parent(void);
 PYM_INTERNAL void pym_gc_fork_child(void);
+
+/* ---- background scavenger (scavenge.c) ------------------------------------ */
+/* Something that decays (a free extent, an empty chunk, an empty pool) was
+ * kept: make sure the scavenger will look at it.  Cheap (a load and a
+ * branch when the scavenger runs); callable under any pymalloc lock: it
+ * never creates the thread itself, it asks pym_scavenge_poll to. */
+PYM_INTERNAL void pym_scavenge_wake(void);
+/* Called where no pymalloc lock is held (after a slow path): starts the
+ * scavenger thread if it was asked for and is not running. */
+PYM_INTERNAL extern int pym_scavenge_start_wanted;
+PYM_INTERNAL void pym_scavenge_start(void);
+static PYM_ALWAYS_INLINE void pym_scavenge_poll(void)
+{
+    if (PYM_UNLIKELY(__atomic_load_n(&pym_scavenge_start_wanted, __ATOMIC_RELAXED)))
+        pym_scavenge_start();
+}
+/* One pass over everything that decays (also what pym_trim's callers and
+ * tests use); returns the bytes given back. */
+PYM_INTERNAL size_t pym_scavenge_pass(uint64_t now_ms);
+PYM_INTERNAL void pym_scavenge_lock_for_fork(void);
+PYM_INTERNAL void pym_scavenge_unlock_after_fork(void);
+PYM_INTERNAL void pym_scavenge_after_fork_child(void);
 
 /* ---- options (options.c) ------------------------------------------------ */
 typedef struct pym_options {
@@ -665,6 +736,7 @@ typedef struct pym_options {
     int verbose;                 /* warn about foreign frees and the like */
     int thread_cache;            /* per-thread caches of free blocks (1) or none (0) */
     int debug;                   /* guard bytes, fill patterns and checks on every block */
+    int background_thread;       /* a scavenger thread returns decayed memory of a quiet program */
     uint64_t decay_ms;           /* cached large mappings unused this long are unmapped */
     unsigned arena_cache;        /* empty chunks kept mapped */
     size_t direct_threshold;     /* blocks this large are mapped and unmapped directly */

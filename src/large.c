@@ -439,6 +439,8 @@ void pym_large_free(pym_large_t *large, void *ptr)
     pym_free_descriptors(dead);
     pym_unmap_victims(victims);
     pym_unmap_victims(over);
+    pym_scavenge_wake();
+    pym_scavenge_poll();
 }
 
 size_t pym_large_usable_size(const pym_large_t *large, const void *ptr)

@@ -23,10 +23,14 @@
  *                           the pools (slower; for debugging and measurement)
  *   PYMALLOC_DEBUG          0 (default) or 1: guard bytes, fill patterns and
  *                           checks on every block (debug.c)
- *   PYMALLOC_DECAY_MS       1000 (default), 0..3600000: how long freed large
- *                           mappings and empty chunks are kept for reuse
- *   PYMALLOC_ARENA_CACHE    4 (default), 0..1024: empty 256 KiB chunks kept
- *                           mapped against map/unmap loops
+ *   PYMALLOC_DECAY_MS       1000 (default), 0..3600000: how long free large
+ *                           extents, empty chunks, empty pools and unused
+ *                           pages are kept for reuse before they go back
+ *   PYMALLOC_ARENA_CACHE    1024 (default), 0..65536: most empty 256 KiB
+ *                           chunks kept for reuse (each at most the decay time)
+ *   PYMALLOC_BACKGROUND_THREAD 1 (default) or 0: a thread that returns what
+ *                           decayed while the program does not call malloc
+ *                           (scavenge.c); 0: only malloc and free return it
  *   PYMALLOC_MMAP_THRESHOLD 64M (default), 129K..4G (K, M, G suffixes): blocks
  *                           this large are mapped and unmapped directly
  */
@@ -46,6 +50,7 @@ extern char **environ;
 pym_options_t pym_options = {
     .alignment = 16,
     .thread_cache = 1,
+    .background_thread = 1,
     .decay_ms = PYM_LARGE_CACHE_DECAY_MS,
     .arena_cache = PYM_CHUNK_CACHE_MAX,
     .direct_threshold = PYM_DIRECT_THRESHOLD,
@@ -158,7 +163,7 @@ static bool pym_parse_arena_cache(const char *text, pym_options_t *options, size
 {
     (void)offset;
     uint64_t value;
-    if (!pym_parse_unsigned(text, &value) || value > 1024)
+    if (!pym_parse_unsigned(text, &value) || value > 65536)
         return false;
     options->arena_cache = (unsigned)value;
     return true;
@@ -205,8 +210,9 @@ static const pym_option_t pym_option_table[] = {
     {"PYMALLOC_VERBOSE", "0 or 1", pym_parse_switch, offsetof(pym_options_t, verbose)},
     {"PYMALLOC_THREAD_CACHE", "0 or 1", pym_parse_switch, offsetof(pym_options_t, thread_cache)},
     {"PYMALLOC_DEBUG", "0 or 1", pym_parse_switch, offsetof(pym_options_t, debug)},
+    {"PYMALLOC_BACKGROUND_THREAD", "0 or 1", pym_parse_switch, offsetof(pym_options_t, background_thread)},
     {"PYMALLOC_DECAY_MS", "milliseconds, 0 to 3600000", pym_parse_decay, 0},
-    {"PYMALLOC_ARENA_CACHE", "a count of chunks, 0 to 1024", pym_parse_arena_cache, 0},
+    {"PYMALLOC_ARENA_CACHE", "a count of chunks, 0 to 65536", pym_parse_arena_cache, 0},
     {"PYMALLOC_MMAP_THRESHOLD", "bytes above 128K, at most 4G, with an optional K, M or G suffix",
      pym_parse_threshold, 0},
 };

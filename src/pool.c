@@ -25,6 +25,15 @@
  * 768, 896, 1024, 1280, ...), bounding internal waste to 25%.  Each medium
  * span is one 256 KiB chunk of a single class; blocks start at the chunk
  * base, so a block whose size is a multiple of 2^k is 2^k-aligned.
+ *
+ * Free blocks.  A small pool links its free blocks through their first
+ * word, as CPython does (4 KiB: the pool is one page, given back whole or
+ * not at all).  A medium span keeps a bitmap of its free blocks in its
+ * descriptor instead: nothing of the span's own memory records what is
+ * free, so the pages that hold no block in use can be given back (madvise)
+ * while the span lives on -- what lets a thread that went quiet with a few
+ * blocks of a span in its cache pin those blocks' pages, not the whole
+ * 256 KiB -- and a double free into the span is always caught.
  */
 #include <string.h>
 
@@ -49,6 +58,10 @@ static uint32_t pym_odd_inverse(uint32_t odd)
     return inverse;
 }
 
+/* Bins: every small class caches PYM_CACHE_SLOTS blocks (at most 32 KiB);
+ * a medium class PYM_CACHE_CLASS_BYTES worth, at least one block: what a
+ * thread's cache may keep of a span when the thread goes quiet (its pages
+ * stay resident; the rest of the span can be given back). */
 static void pym_class_set(unsigned index, uint32_t block_size, size_t area)
 {
     pym_class_t *cls = &pym_classes[index];
@@ -57,7 +70,7 @@ static void pym_class_set(unsigned index, uint32_t block_size, size_t area)
     cls->rotate = (uint32_t)__builtin_ctz(block_size);
     cls->odd_inverse = pym_odd_inverse(block_size >> cls->rotate);
     cls->max_quotient = UINT32_MAX / block_size;
-    uint32_t cache_capacity = (uint32_t)(PYM_CACHE_CLASS_BYTES / block_size);
+    uint32_t cache_capacity = block_size <= PYM_SMALL_MAX ? PYM_CACHE_SLOTS : (uint32_t)(PYM_CACHE_CLASS_BYTES / block_size);
     cls->cache_capacity = cache_capacity > PYM_CACHE_SLOTS ? PYM_CACHE_SLOTS : cache_capacity ? cache_capacity : 1;
 }
 
@@ -126,6 +139,10 @@ void pym_pool_init(pym_pool_t *pool, unsigned size_class, pym_heap_t *owner)
     pool->size_class = (uint8_t)size_class;
     pool->free = NULL;
     pool->used = 0;
+    if (size_class >= PYM_SMALL_CLASSES) {
+        memset(pool->arena->span_free, 0, sizeof(pool->arena->span_free));
+        pool->arena->span_purged = 0;
+    }
     info->odd_inverse = cls->odd_inverse;
     info->rotate = (uint8_t)cls->rotate;
     info->size_class = (uint8_t)size_class;
@@ -134,6 +151,139 @@ void pym_pool_init(pym_pool_t *pool, unsigned size_class, pym_heap_t *owner)
     __atomic_store_n(&pool->state, PYM_POOL_USED, __ATOMIC_RELAXED);
     pym_pool_set_owner(pool, owner);
     pym_pool_set_pages(pool, pym_class_bin[size_class]);
+}
+
+/* ---- taking and giving back blocks ----------------------------------------- */
+static unsigned pym_pool_carve(pym_pool_t *pool, void **out, unsigned want)
+{
+    const pym_class_t *cls = &pym_classes[pool->size_class];
+    pym_pool_info_t *info = pym_pool_info(pool);
+    uint32_t carved = info->carved;
+    uint32_t carve = cls->capacity - carved;
+    if (carve > want)
+        carve = want;
+    char *first = pym_pool_first_block(pool) + (size_t)carved * cls->block_size;
+    for (uint32_t i = carve; i-- > 0;)
+        out[carve - 1 - i] = first + (size_t)i * cls->block_size; /* highest first: the bin pops the lowest */
+    __atomic_store_n(&info->carved, (uint16_t)(carved + carve), __ATOMIC_RELAXED);
+    return carve;
+}
+
+/* The pages (bits of a 64-bit mask, one per 4 KiB of the span) that the
+ * span's block `index` overlaps. */
+static uint64_t pym_span_block_pages(uint32_t index, uint32_t block_size)
+{
+    size_t start = (size_t)index * block_size, end = start + block_size - 1;
+    unsigned first = (unsigned)(start >> PYM_POOL_SHIFT), last = (unsigned)(end >> PYM_POOL_SHIFT);
+    uint64_t upto_last = last >= 63 ? ~(uint64_t)0 : ((uint64_t)2 << last) - 1;
+    return upto_last & ~(((uint64_t)1 << first) - 1);
+}
+
+static unsigned pym_span_take(pym_pool_t *span, void **out, unsigned want)
+{
+    pym_arena_t *arena = span->arena;
+    uint32_t block_size = pym_classes[span->size_class].block_size;
+    /* Free blocks (all below the carved bound), lowest first. */
+    uint32_t free_index[PYM_CACHE_SLOTS];
+    unsigned limit = want < PYM_CACHE_SLOTS ? want : PYM_CACHE_SLOTS, from_bitmap = 0;
+    for (unsigned word = 0; word < PYM_SPAN_FREE_WORDS && from_bitmap < limit; word++) {
+        uint64_t bits = arena->span_free[word];
+        while (bits != 0 && from_bitmap < limit) {
+            free_index[from_bitmap++] = word * 64 + (uint32_t)__builtin_ctzll(bits);
+            bits &= bits - 1;
+        }
+        arena->span_free[word] = bits;
+    }
+    /* Never-used blocks above them, highest first, then the free blocks,
+     * highest first: the bin pops the last, so the lowest goes out first. */
+    uint32_t carved = pym_pool_info(span)->carved;
+    unsigned carve = from_bitmap < want ? pym_pool_carve(span, out, want - from_bitmap) : 0;
+    uint64_t touched = 0;
+    for (unsigned i = 0; i < carve; i++)
+        touched |= pym_span_block_pages(carved + i, block_size);
+    for (unsigned i = 0; i < from_bitmap; i++) {
+        uint32_t index = free_index[from_bitmap - 1 - i];
+        out[carve + i] = (char *)arena->base + (size_t)index * block_size;
+        touched |= pym_span_block_pages(index, block_size);
+    }
+    arena->span_purged &= ~touched; /* those pages are wanted again */
+    return carve + from_bitmap;
+}
+
+unsigned pym_pool_take(pym_pool_t *pool, void **out, unsigned want)
+{
+    unsigned got;
+    if (pool->size_class >= PYM_SMALL_CLASSES) {
+        got = pym_span_take(pool, out, want);
+    } else {
+        /* The free list first (its order: most recently freed first), then
+         * never-used blocks. */
+        void *listed[PYM_CACHE_SLOTS];
+        unsigned from_list = 0;
+        pym_block_t *block = pool->free;
+        while (block != NULL && from_list < want && from_list < PYM_CACHE_SLOTS) {
+            listed[from_list++] = block;
+            block = block->next;
+        }
+        pool->free = block;
+        unsigned carve = from_list < want ? pym_pool_carve(pool, out, want - from_list) : 0;
+        /* The bin pops the last first: the listed blocks go on top. */
+        for (unsigned i = 0; i < from_list; i++)
+            out[carve + i] = listed[from_list - 1 - i];
+        got = carve + from_list;
+    }
+    pool->used += got;
+    return got;
+}
+
+uint32_t pym_pool_push_block(pym_pool_t *pool, pym_block_t *block)
+{
+    if (PYM_UNLIKELY(pool->used == 0))
+        pym_double_free(block, pool->size_class);
+    if (pool->size_class >= PYM_SMALL_CLASSES) {
+        const pym_pool_info_t *info = pym_pool_info(pool);
+        uint32_t index = pym_block_index((uint32_t)((uintptr_t)block - pool->arena->base), info->odd_inverse,
+                                         info->rotate);
+        uint64_t bit = (uint64_t)1 << (index % 64);
+        if (PYM_UNLIKELY(pool->arena->span_free[index / 64] & bit))
+            pym_double_free(block, pool->size_class);
+        pool->arena->span_free[index / 64] |= bit;
+        return --pool->used;
+    }
+    if (PYM_UNLIKELY(block == pool->free))
+        pym_double_free(block, pool->size_class);
+#ifdef PYM_DEBUG
+    for (pym_block_t *scan = pool->free; scan != NULL; scan = scan->next)
+        if (scan == block)
+            pym_double_free(block, pool->size_class);
+#endif
+    block->next = pool->free;
+    pool->free = block;
+    return --pool->used;
+}
+
+size_t pym_span_decommit_free(pym_pool_t *span)
+{
+    pym_arena_t *arena = span->arena;
+    const pym_class_t *cls = &pym_classes[span->size_class];
+    uint32_t carved = pym_pool_info(span)->carved;
+    uint64_t busy = 0;
+    for (uint32_t index = 0; index < carved; index++)
+        if (!(arena->span_free[index / 64] & ((uint64_t)1 << (index % 64))))
+            busy |= pym_span_block_pages(index, cls->block_size);
+    uint64_t purge = ~busy & ~arena->span_purged;
+    size_t released = 0;
+    while (purge != 0) {
+        unsigned first = (unsigned)__builtin_ctzll(purge);
+        uint64_t run = purge >> first;
+        unsigned length = run == ~(uint64_t)0 ? 64 : (unsigned)__builtin_ctzll(~run);
+        pym_os_decommit((void *)(arena->base + ((uintptr_t)first << PYM_POOL_SHIFT)), (size_t)length << PYM_POOL_SHIFT);
+        released += (size_t)length << PYM_POOL_SHIFT;
+        uint64_t run_mask = length == 64 ? ~(uint64_t)0 : (((uint64_t)1 << length) - 1) << first;
+        purge &= ~run_mask;
+        arena->span_purged |= run_mask;
+    }
+    return released;
 }
 
 void pym_pool_set_pages(const pym_pool_t *pool, pym_bin_offset_t bin)

@@ -5,7 +5,7 @@
  *
  * It allocates 10,000,000 small strings (8..47 bytes, filled) and 100,000
  * medium blocks (600..8,600 bytes), frees them all, optionally calls
- * malloc_trim(0), sleeps a second, and prints its RSS at four points:
+ * malloc_trim(0), sleeps two seconds, and prints its RSS at four points:
  *   start=KiB peak=KiB freed=KiB end=KiB
  * The pointer arrays are mapped with mmap and unmapped before the third
  * reading, so only the allocator's memory is measured.  Built without
@@ -67,7 +67,7 @@ int main(int argc, char **argv)
     long freed = (long)rss_kib();
     if (trim)
         malloc_trim(0);
-    sleep(1);
+    sleep(2);
     printf("start=%ld peak=%ld freed=%ld end=%ld damaged=%ld\n", start, peak, freed, (long)rss_kib(), damaged);
     return damaged == 0 ? 0 : 1;
 }

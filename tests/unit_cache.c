@@ -12,8 +12,9 @@
  *   - pym_flush_thread_cache() empties every bin, and the pools' figures
  *     come back to what they were;
  *   - cross-thread: blocks freed by another thread go into that thread's
- *     bin; its flush sends them, as one chain, to the owner's remote list,
- *     and the owner takes them back on its next refill;
+ *     bin; its flush sends them, as chains, to the owner's transfer list of
+ *     their class, and the owner's next refill of that class takes the list
+ *     (into its bin, the rest deferred);
  *   - a thread that only frees gets a heap (and so a cache) of its own;
  *   - thread exit flushes the exiting thread's bins.
  * Links the core statically (malloc here is glibc's; pymalloc is pym_*).
@@ -48,11 +49,14 @@ static size_t bin_capacity(unsigned size_class)
     return (size_t)(bin->limit - bin->base);
 }
 
+/* Blocks waiting on a heap's transfer lists (every class). */
 static size_t remote_length(pym_heap_t *heap)
 {
     size_t length = 0;
-    for (pym_block_t *block = __atomic_load_n(&heap->remote, __ATOMIC_ACQUIRE); block != NULL; block = block->next)
-        length++;
+    for (unsigned size_class = 0; size_class < PYM_CLASS_COUNT; size_class++)
+        for (pym_block_t *block = __atomic_load_n(&heap->remote[size_class], __ATOMIC_ACQUIRE); block != NULL;
+             block = block->next)
+            length++;
     return length;
 }
 
@@ -78,7 +82,8 @@ static void check_bin_sizes(void)
         }
     }
     CHECK(wrong == 0, "%u classes have a bin of the wrong size or no NULL sentinel", wrong);
-    CHECK(bin_capacity(pym_medium_class_of(4096)) == 8, "4 KiB blocks: 8 cached (32 KiB)");
+    CHECK(bin_capacity(pym_medium_class_of(4096)) == PYM_CACHE_CLASS_BYTES / 4096, "4 KiB blocks: %zu cached (%lu KiB)",
+          (size_t)(PYM_CACHE_CLASS_BYTES / 4096), (unsigned long)(PYM_CACHE_CLASS_BYTES / 1024));
     CHECK(bin_capacity(pym_medium_class_of(128 * 1024)) == 1, "128 KiB blocks: 1 cached");
     pym_free(first);
 }

@@ -66,8 +66,11 @@ int main(void)
 
     apply("PYMALLOC_ARENA_CACHE=32");
     CHECK(pym_options.arena_cache == 32, "ARENA_CACHE=32 -> %u", pym_options.arena_cache);
-    apply("PYMALLOC_ARENA_CACHE=1025");
-    CHECK(pym_options.arena_cache == 32, "ARENA_CACHE above 1024 is refused");
+    apply("PYMALLOC_ARENA_CACHE=65537");
+    CHECK(pym_options.arena_cache == 32, "ARENA_CACHE above 65536 is refused");
+    apply("PYMALLOC_ARENA_CACHE=65536");
+    CHECK(pym_options.arena_cache == 65536, "ARENA_CACHE=65536 is accepted");
+    apply("PYMALLOC_ARENA_CACHE=32");
     apply("PYMALLOC_ARENA_CACHE=4x");
     CHECK(pym_options.arena_cache == 32, "trailing garbage is refused");
 

@@ -1,0 +1,190 @@
+/*
+ * scavenge.c -- the background scavenger: what has been free for the decay
+ * time (PYMALLOC_DECAY_MS, 1 s) goes back to the OS even when the program
+ * has stopped calling malloc and free.
+ *
+ * Free memory is kept for reuse, so that loops of allocating and freeing
+ * make no system call and fault no page in again: free large extents, empty
+ * chunks, free pools holding pages, the empty pools and the last pool of
+ * each class a thread heap keeps.  malloc and free give back what decayed
+ * when they pass by a slow path, but a program that frees everything and
+ * then sleeps, or waits for input, never passes by one again.  The
+ * scavenger is a thread that does it then:
+ *
+ *   - it is started lazily, the first time a slow path finds that at least
+ *     PYM_SCAVENGE_START_BYTES (1 MiB) wait to decay -- a short program
+ *     (ls, a compiler pass) never gets one -- and only from a point where no
+ *     pymalloc lock is held (pym_scavenge_poll), because pthread_create
+ *     allocates; it runs with every signal blocked and is called
+ *     "pymalloc-decay" (ps -L, top -H);
+ *   - while something waits to decay it makes a pass every half decay time
+ *     (at least 10 ms apart), then sleeps on a condition variable until a
+ *     slow path keeps something again (pym_scavenge_wake: a load and a
+ *     branch when nothing changes) -- an idle program is not woken up;
+ *   - a pass takes the same locks as the slow paths, one at a time, and
+ *     never touches a thread's cache bins: those belong to their thread
+ *     (heap.c says what an idle thread's heap gives back without it);
+ *   - after fork the child has no scavenger; its first slow path that
+ *     keeps memory starts one again.
+ * PYMALLOC_BACKGROUND_THREAD=0 turns it off: then only the slow paths give
+ * memory back (as before).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define PYM_SCAVENGE_START_BYTES (1 * PYM_MiB) /* retained bytes that make a scavenger worth a thread */
+#define PYM_SCAVENGE_MIN_PERIOD_MS 10          /* shortest time between two passes */
+#define PYM_SCAVENGE_STACK (64 * PYM_KiB)      /* the thread's stack: a pass needs little */
+
+int pym_scavenge_start_wanted;          /* a slow path asked for the thread (atomic) */
+static int pym_scavenge_running;        /* the thread exists (atomic) */
+static int pym_scavenge_work;           /* something was kept since the thread looked (atomic) */
+static int pym_scavenge_failed;         /* pthread_create failed once: not tried again */
+static pthread_mutex_t pym_scavenge_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pym_scavenge_cond = PTHREAD_COND_INITIALIZER;
+
+void pym_scavenge_wake(void)
+{
+    if (!pym_options.background_thread)
+        return;
+    if (__atomic_load_n(&pym_scavenge_work, __ATOMIC_RELAXED))
+        return; /* already told */
+    if (__atomic_exchange_n(&pym_scavenge_work, 1, __ATOMIC_ACQ_REL))
+        return;
+    if (!__atomic_load_n(&pym_scavenge_running, __ATOMIC_ACQUIRE)) {
+        __atomic_store_n(&pym_scavenge_start_wanted, 1, __ATOMIC_RELEASE);
+        return;
+    }
+    pthread_mutex_lock(&pym_scavenge_lock);
+    pthread_cond_signal(&pym_scavenge_cond);
+    pthread_mutex_unlock(&pym_scavenge_lock);
+}
+
+size_t pym_scavenge_pass(uint64_t now_ms)
+{
+    /* Heaps first: what a quiet heap gives back has decayed already, and
+     * the arena pass right after unmaps the chunks it empties. */
+    size_t released = pym_large_decay(now_ms);
+    released += pym_heap_decay(now_ms);
+    pthread_mutex_lock(&pym_arena_lock);
+    released += pym_arena_decay_locked(now_ms);
+    pthread_mutex_unlock(&pym_arena_lock);
+    released += pym_meta_decay();
+    return released;
+}
+
+/* Bytes kept for reuse that the scavenger would give back in time (racy
+ * reads: an estimate). */
+static size_t pym_scavenge_retained(void)
+{
+    pym_stats_t counters = {0};
+    pthread_mutex_lock(&pym_large_lock);
+    pym_large_counters_locked(&counters);
+    pthread_mutex_unlock(&pym_large_lock);
+    pthread_mutex_lock(&pym_arena_lock);
+    pym_arena_counters_locked(&counters);
+    bool idle_pages = pym_arena_has_idle_pages_locked();
+    pthread_mutex_unlock(&pym_arena_lock);
+    size_t retained = counters.large_cached_bytes + counters.arenas_cached * PYM_CHUNK_SIZE;
+    if (idle_pages || pym_heap_has_idle_pools() || pym_meta_has_idle_slabs())
+        retained += PYM_POOL_SIZE;
+    return retained;
+}
+
+static void pym_scavenge_sleep_ms(uint64_t milliseconds)
+{
+    struct timespec pause = {.tv_sec = (time_t)(milliseconds / 1000),
+                             .tv_nsec = (long)(milliseconds % 1000) * 1000000L};
+    while (nanosleep(&pause, &pause) != 0 && errno == EINTR) {
+    }
+}
+
+static void *pym_scavenge_main(void *unused)
+{
+    (void)unused;
+    prctl(PR_SET_NAME, "pymalloc-decay", 0, 0, 0);
+    for (;;) {
+        __atomic_store_n(&pym_scavenge_work, 0, __ATOMIC_RELEASE);
+        pym_scavenge_pass(pym_os_now_ms());
+        if (pym_scavenge_retained() > 0) {
+            uint64_t period = pym_options.decay_ms / 2;
+            pym_scavenge_sleep_ms(period < PYM_SCAVENGE_MIN_PERIOD_MS ? PYM_SCAVENGE_MIN_PERIOD_MS : period);
+            continue;
+        }
+        /* Nothing waits: sleep until a slow path keeps something. */
+        pthread_mutex_lock(&pym_scavenge_lock);
+        while (!__atomic_load_n(&pym_scavenge_work, __ATOMIC_ACQUIRE))
+            pthread_cond_wait(&pym_scavenge_cond, &pym_scavenge_lock);
+        pthread_mutex_unlock(&pym_scavenge_lock);
+    }
+    return NULL;
+}
+
+void pym_scavenge_start(void)
+{
+    if (!__atomic_exchange_n(&pym_scavenge_start_wanted, 0, __ATOMIC_ACQ_REL))
+        return;
+    /* Not under valgrind either: its tools would count the thread's own
+     * memory (its TLS) as the program's leak. */
+    if (!pym_options.background_thread || pym_scavenge_failed || pym_under_valgrind
+        || !__atomic_load_n(&pym_initialized, __ATOMIC_ACQUIRE))
+        return;
+    if (pym_scavenge_retained() < PYM_SCAVENGE_START_BYTES) {
+        /* Not worth a thread yet: the next keep asks again. */
+        __atomic_store_n(&pym_scavenge_work, 0, __ATOMIC_RELEASE);
+        return;
+    }
+    pthread_mutex_lock(&pym_scavenge_lock);
+    if (__atomic_load_n(&pym_scavenge_running, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_unlock(&pym_scavenge_lock);
+        return;
+    }
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attributes, PYM_SCAVENGE_STACK);
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous); /* the thread inherits a full mask */
+    pthread_t thread;
+    int error = pthread_create(&thread, &attributes, pym_scavenge_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    pthread_attr_destroy(&attributes);
+    if (error == 0) {
+        __atomic_store_n(&pym_scavenge_running, 1, __ATOMIC_RELEASE);
+    } else {
+        pym_scavenge_failed = 1;
+        if (pym_options.verbose)
+            pym_report("pymalloc: cannot start the background scavenger (pthread_create: error %d); "
+                       "decayed memory goes back only from malloc and free",
+                       error);
+    }
+    pthread_mutex_unlock(&pym_scavenge_lock);
+}
+
+void pym_scavenge_lock_for_fork(void)
+{
+    pthread_mutex_lock(&pym_scavenge_lock);
+}
+
+void pym_scavenge_unlock_after_fork(void)
+{
+    pthread_mutex_unlock(&pym_scavenge_lock);
+}
+
+void pym_scavenge_after_fork_child(void)
+{
+    /* The thread did not survive the fork (it may have been waiting on the
+     * condition variable: start both afresh); the forking thread held the
+     * lock. */
+    pym_scavenge_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+    pym_scavenge_cond = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
+    __atomic_store_n(&pym_scavenge_running, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&pym_scavenge_work, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&pym_scavenge_start_wanted, 1, __ATOMIC_RELEASE); /* the child may keep what the parent kept */
+}
