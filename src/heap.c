@@ -716,6 +716,7 @@ void pym_heap_trim(pym_heap_t *heap)
     pym_heap_collect_remote(heap);
     pym_heap_release_empty_pools(heap, false);
     pym_heap_unlock(heap);
+    pym_large_unpark_heap(heap, 0, false);
 }
 
 /* ---- thread exit ------------------------------------------------------------------ */
@@ -732,6 +733,7 @@ void pym_heap_thread_exit(void *arg)
     pym_heap_t *heap = arg;
     if (heap == NULL || heap->state != PYM_HEAP_LIVE)
         return;
+    pym_large_unpark_heap(heap, 0, false);
     pym_heap_lock(heap);
     pym_heap_flush_cache_locked(heap);
     pym_heap_collect_remote(heap);
@@ -816,9 +818,12 @@ size_t pym_heap_decay(uint64_t now_ms)
     size_t released = 0;
     for (pym_heap_t *heap = __atomic_load_n(&pym_all_heaps, __ATOMIC_ACQUIRE); heap != NULL;
          heap = __atomic_load_n(&heap->all_next, __ATOMIC_ACQUIRE)) {
-        if (__atomic_load_n(&heap->state, __ATOMIC_RELAXED) != PYM_HEAP_LIVE || !pym_heap_trylock(heap))
+        if (__atomic_load_n(&heap->state, __ATOMIC_RELAXED) != PYM_HEAP_LIVE)
+            continue;
+        pym_large_unpark_heap(heap, now_ms, true); /* a parked extent decays like a free one */
+        if (!pym_heap_trylock(heap))
             continue; /* busy now: not quiet */
-        if (heap->state == PYM_HEAP_LIVE && !heap->tidy) {
+        if (__atomic_load_n(&heap->state, __ATOMIC_RELAXED) == PYM_HEAP_LIVE && !heap->tidy) {
             if (heap->activity != heap->activity_seen) {
                 heap->activity_seen = heap->activity;
                 heap->quiet_since_ms = now_ms;

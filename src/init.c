@@ -9,7 +9,8 @@
  * find pymalloc already usable.  Nothing here allocates before the mark.
  *
  * fork: the prepare handler takes every pymalloc lock (in the order the
- * slow paths nest them: shared heap, large, arena, metadata, scavenger) so that the
+ * slow paths nest them: scavenger pass, shared heap, large, arena, metadata,
+ * scavenger sleep) so that the
  * child starts with consistent shared state; both parent and child release
  * them.  Because pymalloc registers its handlers first, at start-up, its
  * prepare handler runs after every other library's (which may allocate) and
@@ -27,6 +28,7 @@ static pthread_mutex_t pym_init_lock = PTHREAD_MUTEX_INITIALIZER;
 static void pym_fork_prepare(void)
 {
     pym_gc_fork_prepare(); /* first: its holder may need the locks below */
+    pym_scavenge_pass_lock_for_fork();
     pym_heap_lock_all();
     pthread_mutex_lock(&pym_large_lock);
     pthread_mutex_lock(&pym_arena_lock);

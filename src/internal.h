@@ -375,6 +375,7 @@ enum pym_large_state {
     PYM_LARGE_LIVE = 1,          /* an extent handed out */
     PYM_LARGE_FREE,              /* an extent kept for reuse, its pages committed, until it decays */
     PYM_LARGE_DIRECT,            /* handed out, mapped on its own (huge or over-aligned): unmapped when freed */
+    PYM_LARGE_PARKED,            /* freed, kept in the freeing thread's heap slot for its next large request */
 };
 /* An extent: a run of whole chunks that is one large block, or free.  Every
  * chunk of it maps to this descriptor in the chunk map. */
@@ -388,9 +389,12 @@ struct pym_large {
     pym_large_t *age_prev;
     uint64_t freed_at_ms;        /* free: when it last became free (monotonic milliseconds) */
     uint16_t bin;                /* free: index of its size bin */
-    uint8_t state;               /* enum pym_large_state */
+    uint8_t state;               /* enum pym_large_state (atomic) */
 };
 PYM_INTERNAL extern pthread_mutex_t pym_large_lock;
+/* Send the extent a heap parked to the free extents (thread exit, trim; the
+ * scavenger with `only_decayed`: only when parked for the decay time). */
+PYM_INTERNAL void pym_large_unpark_heap(pym_heap_t *heap, uint64_t now_ms, bool only_decayed);
 PYM_INTERNAL void *pym_large_alloc(size_t size, size_t alignment, bool zero);
 PYM_INTERNAL void pym_large_free(pym_large_t *large, void *ptr);
 PYM_INTERNAL void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size);
@@ -565,6 +569,7 @@ struct pym_heap {
     pym_heap_t *next_dead;       /* dead heaps waiting for reuse */
     pym_heap_t *all_next;        /* every heap ever made (statistics, the scavenger) */
     pym_cache_bin_t *bins;       /* the owning thread's bins (atomic; NULL unless live), for statistics */
+    pym_large_t *large_slot;     /* the large extent the thread freed last (atomic exchange; large.c) */
     /* Other threads': blocks they freed into this heap's pools. */
     int remote_pending __attribute__((aligned(64))); /* some transfer list may hold blocks (atomic) */
     pym_block_t *remote[PYM_CLASS_COUNT]; /* per class: chains CAS-pushed by other threads; CLOSED when retired */
@@ -723,7 +728,8 @@ static PYM_ALWAYS_INLINE void pym_scavenge_poll(void)
 /* One pass over everything that decays (also what pym_trim's callers and
  * tests use); returns the bytes given back. */
 PYM_INTERNAL size_t pym_scavenge_pass(uint64_t now_ms);
-PYM_INTERNAL void pym_scavenge_lock_for_fork(void);
+PYM_INTERNAL void pym_scavenge_pass_lock_for_fork(void); /* first of pymalloc's locks */
+PYM_INTERNAL void pym_scavenge_lock_for_fork(void);         /* last */
 PYM_INTERNAL void pym_scavenge_unlock_after_fork(void);
 PYM_INTERNAL void pym_scavenge_after_fork_child(void);
 

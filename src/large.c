@@ -60,6 +60,8 @@ static size_t pym_free_bytes;                /* bytes in free extents */
 static size_t pym_large_live_count;
 static size_t pym_large_live_bytes;
 static size_t pym_large_peak_bytes;
+static size_t pym_large_parked_bytes;        /* in threads' slots (atomic; counted live above too) */
+static size_t pym_large_parked_count;
 
 _Static_assert(PYM_LARGE_BINS % 64 == 0, "the bin bitmap has whole words");
 
@@ -108,8 +110,8 @@ static void pym_bin_remove(pym_large_t *large)
 
 static void pym_free_insert(pym_large_t *large, uint64_t now_ms)
 {
-    large->state = PYM_LARGE_FREE;
-    large->freed_at_ms = now_ms;
+    __atomic_store_n(&large->state, PYM_LARGE_FREE, __ATOMIC_RELEASE);
+    __atomic_store_n(&large->freed_at_ms, now_ms, __ATOMIC_RELAXED);
     pym_bin_insert(large);
     large->age_prev = NULL;
     large->age_next = pym_free_newest;
@@ -170,7 +172,7 @@ static pym_large_t *pym_free_at(uintptr_t address)
     if (!(entry & PYM_CHUNK_LARGE))
         return NULL;
     pym_large_t *large = (pym_large_t *)(entry & ~PYM_CHUNK_KIND_MASK);
-    return large->state == PYM_LARGE_FREE ? large : NULL;
+    return __atomic_load_n(&large->state, __ATOMIC_ACQUIRE) == PYM_LARGE_FREE ? large : NULL;
 }
 
 /* Split the first `bytes` off a free extent taken out of the bins: the rest
@@ -276,7 +278,7 @@ static void *pym_direct_alloc(size_t size, size_t alignment)
     large->base = (uintptr_t)base;
     large->size = map_size;
     large->requested = size;
-    large->state = PYM_LARGE_DIRECT;
+    __atomic_store_n(&large->state, PYM_LARGE_DIRECT, __ATOMIC_RELEASE);
     if (!pym_chunkmap_set(large->base, map_size, pym_large_entry(large))) {
         pym_os_unmap(base, map_size);
         pym_meta_free(large, sizeof(pym_large_t));
@@ -301,11 +303,13 @@ static pym_large_t *pym_take_free_locked(size_t bytes, size_t requested, pym_lar
         pym_split_front(large, bytes, *spare);
         *spare = NULL;
     }
-    large->state = PYM_LARGE_LIVE;
+    __atomic_store_n(&large->state, PYM_LARGE_LIVE, __ATOMIC_RELEASE);
     large->requested = requested;
     pym_count_live_locked(large->size);
     return large;
 }
+
+static void pym_unpark(pym_large_t *large);
 
 void *pym_large_alloc(size_t size, size_t alignment, bool zero)
 {
@@ -316,6 +320,26 @@ void *pym_large_alloc(size_t size, size_t alignment, bool zero)
     if (alignment > PYM_CHUNK_SIZE || size >= pym_options.direct_threshold)
         return pym_direct_alloc(size, alignment > PYM_CHUNK_SIZE ? alignment : PYM_CHUNK_SIZE);
     size_t bytes = pym_chunks_of(size) << PYM_CHUNK_SHIFT;
+
+    /* The extent this thread parked last, if it holds the request with at
+     * most a quarter to spare: no lock.  Any other goes to the free extents
+     * (where the request may well find it). */
+    pym_heap_t *heap = pym_tls_heap;
+    if (__atomic_load_n(&heap->large_slot, __ATOMIC_RELAXED) != NULL) {
+        pym_large_t *parked = __atomic_exchange_n(&heap->large_slot, NULL, __ATOMIC_ACQ_REL);
+        if (parked != NULL) {
+            if (parked->size >= bytes && parked->size - bytes <= bytes / 4) {
+                __atomic_fetch_sub(&pym_large_parked_bytes, parked->size, __ATOMIC_RELAXED);
+                __atomic_fetch_sub(&pym_large_parked_count, 1, __ATOMIC_RELAXED);
+                parked->requested = size;
+                __atomic_store_n(&parked->state, PYM_LARGE_LIVE, __ATOMIC_RELEASE);
+                if (zero)
+                    memset((void *)parked->base, 0, size);
+                return (void *)parked->base;
+            }
+            pym_unpark(parked);
+        }
+    }
 
     /* A descriptor for the part of a free extent a split leaves over,
      * taken before the lock (metadata has a lock of its own). */
@@ -345,7 +369,7 @@ void *pym_large_alloc(size_t size, size_t alignment, bool zero)
     large->base = (uintptr_t)base;
     large->size = bytes;
     large->requested = size;
-    large->state = PYM_LARGE_LIVE;
+    __atomic_store_n(&large->state, PYM_LARGE_LIVE, __ATOMIC_RELEASE);
     if (!pym_chunkmap_set(large->base, bytes, pym_large_entry(large))) {
         pym_os_unmap(base, bytes);
         pym_meta_free(large, sizeof(pym_large_t));
@@ -393,8 +417,62 @@ static void pym_free_descriptors(pym_large_t *dead)
     }
 }
 
+/* Under the lock: a live extent (or a parked one) becomes free, freed at
+ * `freed_ms`; then what decayed or is over budget goes.  Unlocks. */
+static void pym_release_extent_unlock(pym_large_t *large, uint64_t now_ms, uint64_t freed_ms)
+{
+    /* Extents that decayed go first: a block freed now must not refresh
+     * the age of an old free neighbour by merging with it. */
+    pym_large_t *victims = pym_free_victims_locked(now_ms, false, NULL);
+    pym_large_t *dead = NULL;
+    pym_release_extent_locked(large, freed_ms, &dead);
+    pym_large_t *spare = dead; /* a merged-away descriptor can describe a cut */
+    if (spare != NULL)
+        dead = dead->age_next;
+    pym_large_t *over = pym_free_victims_locked(now_ms, false, &spare);
+    pthread_mutex_unlock(&pym_large_lock);
+    if (spare != NULL)
+        pym_meta_free(spare, sizeof(pym_large_t));
+    pym_free_descriptors(dead);
+    pym_unmap_victims(victims);
+    pym_unmap_victims(over);
+}
+
+/* A parked extent (taken out of its slot) goes to the free extents, as old
+ * as it is: freed by the program when it was parked (one parked for the
+ * decay time is unmapped at once). */
+static void pym_unpark(pym_large_t *large)
+{
+    __atomic_fetch_sub(&pym_large_parked_bytes, large->size, __ATOMIC_RELAXED);
+    __atomic_fetch_sub(&pym_large_parked_count, 1, __ATOMIC_RELAXED);
+    uint64_t now_ms = pym_os_now_ms();
+    pthread_mutex_lock(&pym_large_lock);
+    pym_large_live_count--;
+    pym_large_live_bytes -= large->size;
+    pym_release_extent_unlock(large, now_ms, large->freed_at_ms);
+}
+
 void pym_large_free(pym_large_t *large, void *ptr)
 {
+    /* The common case first, without the lock: the thread parks the extent
+     * in its heap's slot (the one parked before goes to the free extents),
+     * and its next large request of about that size takes it back.  A live
+     * extent's fields are its owner's, the caller. */
+    pym_heap_t *heap = pym_tls_heap;
+    if (PYM_LIKELY((uintptr_t)ptr == large->base
+                   && __atomic_load_n(&large->state, __ATOMIC_ACQUIRE) == PYM_LARGE_LIVE
+                   && __atomic_load_n(&heap->state, __ATOMIC_RELAXED) == PYM_HEAP_LIVE)) {
+        __atomic_store_n(&large->freed_at_ms, pym_os_now_ms(), __ATOMIC_RELAXED);
+        __atomic_store_n(&large->state, PYM_LARGE_PARKED, __ATOMIC_RELEASE);
+        __atomic_fetch_add(&pym_large_parked_bytes, large->size, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&pym_large_parked_count, 1, __ATOMIC_RELAXED);
+        pym_large_t *previous = __atomic_exchange_n(&heap->large_slot, large, __ATOMIC_ACQ_REL);
+        if (previous != NULL)
+            pym_unpark(previous);
+        pym_scavenge_wake();
+        pym_scavenge_poll();
+        return;
+    }
     pthread_mutex_lock(&pym_large_lock);
     if (PYM_UNLIKELY((uintptr_t)ptr - large->base >= large->size)) {
         /* In the extent's last chunk but past its end (a direct block's
@@ -403,8 +481,9 @@ void pym_large_free(pym_large_t *large, void *ptr)
         pym_invalid_free(ptr, "free");
         return;
     }
-    if (PYM_UNLIKELY((uintptr_t)ptr != large->base || large->state == PYM_LARGE_FREE)) {
-        bool freed = large->state == PYM_LARGE_FREE;
+    uint8_t state = __atomic_load_n(&large->state, __ATOMIC_ACQUIRE);
+    if (PYM_UNLIKELY((uintptr_t)ptr != large->base || state == PYM_LARGE_FREE || state == PYM_LARGE_PARKED)) {
+        bool freed = state == PYM_LARGE_FREE || state == PYM_LARGE_PARKED;
         uintptr_t base = large->base;
         size_t size = large->size;
         pthread_mutex_unlock(&pym_large_lock);
@@ -416,40 +495,40 @@ void pym_large_free(pym_large_t *large, void *ptr)
     }
     pym_large_live_count--;
     pym_large_live_bytes -= large->size;
-    if (large->state == PYM_LARGE_DIRECT) {
+    if (state == PYM_LARGE_DIRECT) {
         pym_chunkmap_clear(large->base, large->size);
         pthread_mutex_unlock(&pym_large_lock);
         pym_os_unmap((void *)large->base, large->size);
         pym_meta_free(large, sizeof(pym_large_t));
         return;
     }
-    /* Extents that decayed go first: a block freed now must not refresh
-     * the age of an old free neighbour by merging with it. */
     uint64_t now_ms = pym_os_now_ms();
-    pym_large_t *victims = pym_free_victims_locked(now_ms, false, NULL);
-    pym_large_t *dead = NULL;
-    pym_release_extent_locked(large, now_ms, &dead);
-    pym_large_t *spare = dead; /* a merged-away descriptor can describe a cut */
-    if (spare != NULL)
-        dead = dead->age_next;
-    pym_large_t *over = pym_free_victims_locked(now_ms, false, &spare);
-    pthread_mutex_unlock(&pym_large_lock);
-    if (spare != NULL)
-        pym_meta_free(spare, sizeof(pym_large_t));
-    pym_free_descriptors(dead);
-    pym_unmap_victims(victims);
-    pym_unmap_victims(over);
+    pym_release_extent_unlock(large, now_ms, now_ms);
     pym_scavenge_wake();
     pym_scavenge_poll();
+}
+
+void pym_large_unpark_heap(pym_heap_t *heap, uint64_t now_ms, bool only_decayed)
+{
+    pym_large_t *parked = __atomic_load_n(&heap->large_slot, __ATOMIC_ACQUIRE);
+    if (parked == NULL)
+        return;
+    if (only_decayed && now_ms - __atomic_load_n(&parked->freed_at_ms, __ATOMIC_RELAXED) < pym_options.decay_ms)
+        return;
+    parked = __atomic_exchange_n(&heap->large_slot, NULL, __ATOMIC_ACQ_REL);
+    if (parked == NULL)
+        return; /* its thread took it meanwhile */
+    pym_unpark(parked);
 }
 
 size_t pym_large_usable_size(const pym_large_t *large, const void *ptr)
 {
     if (large->base != (uintptr_t)ptr)
         return 0;
-    if (large->state == PYM_LARGE_DIRECT)
+    uint8_t state = __atomic_load_n(&large->state, __ATOMIC_ACQUIRE);
+    if (state == PYM_LARGE_DIRECT)
         return large->size;
-    if (large->state != PYM_LARGE_LIVE)
+    if (state != PYM_LARGE_LIVE)
         return 0;
     return pym_align_up(large->requested, pym_os_page_size());
 }
@@ -556,7 +635,8 @@ static bool pym_grow_into_next_locked(pym_large_t *large, size_t bytes, pym_larg
 
 void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
 {
-    if (PYM_UNLIKELY((uintptr_t)ptr != large->base || large->state == PYM_LARGE_FREE))
+    if (PYM_UNLIKELY((uintptr_t)ptr != large->base
+                     || (large->state != PYM_LARGE_LIVE && large->state != PYM_LARGE_DIRECT)))
         pym_fatal("pymalloc: realloc(): invalid pointer %p: not a live large block", ptr);
     size_t old_usable = pym_large_usable_size(large, ptr);
     if (size <= PYM_MEDIUM_MAX)
@@ -578,6 +658,12 @@ void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
     if (size >= pym_options.direct_threshold)
         return pym_large_move(ptr, old_usable, size); /* becomes a direct block */
     size_t bytes = pym_chunks_of(size) << PYM_CHUNK_SHIFT;
+    if (bytes <= large->size && (bytes == large->size || size > large->requested / 2)) {
+        /* Still in its extent, not shrunk to less than half: nothing moves
+         * (a live extent's fields are its owner's: no lock). */
+        large->requested = size;
+        return ptr;
+    }
     pym_large_t *spare = pym_meta_alloc(sizeof(pym_large_t));
     if (spare == NULL) {
         errno = ENOMEM;
@@ -595,7 +681,7 @@ void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
             spare = NULL;
             tail->base = large->base + bytes;
             tail->size = large->size - bytes;
-            tail->state = PYM_LARGE_LIVE;
+            __atomic_store_n(&tail->state, PYM_LARGE_LIVE, __ATOMIC_RELEASE);
             large->size = bytes;
             pym_chunkmap_set(tail->base, tail->size, pym_large_entry(tail));
             pym_large_live_bytes -= tail->size;
@@ -656,7 +742,7 @@ void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
     moved->base = (uintptr_t)target;
     moved->size = bytes;
     moved->requested = size;
-    moved->state = PYM_LARGE_LIVE;
+    __atomic_store_n(&moved->state, PYM_LARGE_LIVE, __ATOMIC_RELEASE);
     size_t old_size = large->size;
     bool remapped = pym_os_remap_onto(ptr, old_size, bytes, target) != NULL;
     if (!remapped) {
@@ -708,8 +794,10 @@ size_t pym_large_decay(uint64_t now_ms)
 
 void pym_large_counters_locked(pym_stats_t *out)
 {
-    out->large_count = pym_large_live_count;
-    out->large_bytes = pym_large_live_bytes;
-    out->large_cached_bytes = pym_free_bytes;
+    size_t parked_bytes = __atomic_load_n(&pym_large_parked_bytes, __ATOMIC_RELAXED);
+    size_t parked_count = __atomic_load_n(&pym_large_parked_count, __ATOMIC_RELAXED);
+    out->large_count = pym_large_live_count - (parked_count < pym_large_live_count ? parked_count : pym_large_live_count);
+    out->large_bytes = pym_large_live_bytes - (parked_bytes < pym_large_live_bytes ? parked_bytes : pym_large_live_bytes);
+    out->large_cached_bytes = pym_free_bytes + parked_bytes;
     out->large_peak_bytes = pym_large_peak_bytes;
 }

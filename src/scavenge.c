@@ -42,10 +42,11 @@
 #define PYM_SCAVENGE_STACK (64 * PYM_KiB)      /* the thread's stack: a pass needs little */
 
 int pym_scavenge_start_wanted;          /* a slow path asked for the thread (atomic) */
-static int pym_scavenge_running;        /* the thread exists (atomic) */
+static int pym_scavenge_running;        /* 0: no thread, 1: it runs, 2: being started (atomic) */
 static int pym_scavenge_work;           /* something was kept since the thread looked (atomic) */
 static int pym_scavenge_failed;         /* pthread_create failed once: not tried again */
-static pthread_mutex_t pym_scavenge_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t pym_scavenge_lock = PTHREAD_MUTEX_INITIALIZER;      /* the sleep's condition variable */
+static pthread_mutex_t pym_scavenge_pass_lock = PTHREAD_MUTEX_INITIALIZER; /* held by a pass; fork takes it first */
 static pthread_cond_t pym_scavenge_cond = PTHREAD_COND_INITIALIZER;
 
 void pym_scavenge_wake(void)
@@ -56,7 +57,7 @@ void pym_scavenge_wake(void)
         return; /* already told */
     if (__atomic_exchange_n(&pym_scavenge_work, 1, __ATOMIC_ACQ_REL))
         return;
-    if (!__atomic_load_n(&pym_scavenge_running, __ATOMIC_ACQUIRE)) {
+    if (__atomic_load_n(&pym_scavenge_running, __ATOMIC_ACQUIRE) != 1) {
         __atomic_store_n(&pym_scavenge_start_wanted, 1, __ATOMIC_RELEASE);
         return;
     }
@@ -67,6 +68,9 @@ void pym_scavenge_wake(void)
 
 size_t pym_scavenge_pass(uint64_t now_ms)
 {
+    /* A pass holds heap locks it only tried: fork must not happen in the
+     * middle of one, or the child would find a heap locked forever. */
+    pthread_mutex_lock(&pym_scavenge_pass_lock);
     /* Heaps first: what a quiet heap gives back has decayed already, and
      * the arena pass right after unmaps the chunks it empties. */
     size_t released = pym_large_decay(now_ms);
@@ -75,6 +79,7 @@ size_t pym_scavenge_pass(uint64_t now_ms)
     released += pym_arena_decay_locked(now_ms);
     pthread_mutex_unlock(&pym_arena_lock);
     released += pym_meta_decay();
+    pthread_mutex_unlock(&pym_scavenge_pass_lock);
     return released;
 }
 
@@ -139,11 +144,11 @@ void pym_scavenge_start(void)
         __atomic_store_n(&pym_scavenge_work, 0, __ATOMIC_RELEASE);
         return;
     }
-    pthread_mutex_lock(&pym_scavenge_lock);
-    if (__atomic_load_n(&pym_scavenge_running, __ATOMIC_ACQUIRE)) {
-        pthread_mutex_unlock(&pym_scavenge_lock);
+    /* No pymalloc lock is held across pthread_create, which allocates (and
+     * may come back here: the flag turns it away). */
+    int idle = 0;
+    if (!__atomic_compare_exchange_n(&pym_scavenge_running, &idle, 2, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
         return;
-    }
     pthread_attr_t attributes;
     pthread_attr_init(&attributes);
     pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
@@ -155,16 +160,19 @@ void pym_scavenge_start(void)
     int error = pthread_create(&thread, &attributes, pym_scavenge_main, NULL);
     pthread_sigmask(SIG_SETMASK, &previous, NULL);
     pthread_attr_destroy(&attributes);
-    if (error == 0) {
-        __atomic_store_n(&pym_scavenge_running, 1, __ATOMIC_RELEASE);
-    } else {
+    if (error != 0) {
         pym_scavenge_failed = 1;
         if (pym_options.verbose)
             pym_report("pymalloc: cannot start the background scavenger (pthread_create: error %d); "
                        "decayed memory goes back only from malloc and free",
                        error);
     }
-    pthread_mutex_unlock(&pym_scavenge_lock);
+    __atomic_store_n(&pym_scavenge_running, error == 0 ? 1 : 0, __ATOMIC_RELEASE);
+}
+
+void pym_scavenge_pass_lock_for_fork(void)
+{
+    pthread_mutex_lock(&pym_scavenge_pass_lock);
 }
 
 void pym_scavenge_lock_for_fork(void)
@@ -175,15 +183,17 @@ void pym_scavenge_lock_for_fork(void)
 void pym_scavenge_unlock_after_fork(void)
 {
     pthread_mutex_unlock(&pym_scavenge_lock);
+    pthread_mutex_unlock(&pym_scavenge_pass_lock);
 }
 
 void pym_scavenge_after_fork_child(void)
 {
     /* The thread did not survive the fork (it may have been waiting on the
-     * condition variable: start both afresh); the forking thread held the
+     * condition variable: that starts afresh); the forking thread holds the
      * lock. */
-    pym_scavenge_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
     pym_scavenge_cond = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
+    pthread_mutex_unlock(&pym_scavenge_lock);
+    pthread_mutex_unlock(&pym_scavenge_pass_lock);
     __atomic_store_n(&pym_scavenge_running, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&pym_scavenge_work, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&pym_scavenge_start_wanted, 1, __ATOMIC_RELEASE); /* the child may keep what the parent kept */
