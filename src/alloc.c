@@ -83,7 +83,9 @@ void *pym_malloc_large_entry(size_t size)
         return NULL;
     }
     pym_ensure_init();
-    return pym_large_alloc(size, 0, false);
+    void *block = pym_large_alloc(size, 0, false);
+    pym_scavenge_poll();
+    return block;
 }
 
 void pym_free_slow(void *ptr)

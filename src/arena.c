@@ -87,7 +87,7 @@ static void pym_chunk_cache_remove(pym_arena_t *arena)
     else
         pym_chunk_cache_oldest = arena->prev;
     arena->next = arena->prev = NULL;
-    pym_chunk_cache_count--;
+    __atomic_store_n(&pym_chunk_cache_count, pym_chunk_cache_count - 1, __ATOMIC_RELAXED);
 }
 
 static pym_arena_t *pym_chunk_acquire(uint8_t kind)
@@ -189,6 +189,11 @@ size_t pym_arena_decay_locked(uint64_t now_ms)
     return released + pym_pagemap_decay_locked();
 }
 
+size_t pym_arena_retained_estimate(void)
+{
+    return (size_t)__atomic_load_n(&pym_chunk_cache_count, __ATOMIC_RELAXED) * PYM_CHUNK_SIZE;
+}
+
 bool pym_arena_has_idle_pages_locked(void)
 {
     if (pym_chunk_cache != NULL)
@@ -221,7 +226,7 @@ static void pym_chunk_release(pym_arena_t *arena)
         else
             pym_chunk_cache_oldest = arena;
         pym_chunk_cache = arena;
-        pym_chunk_cache_count++;
+        __atomic_store_n(&pym_chunk_cache_count, pym_chunk_cache_count + 1, __ATOMIC_RELAXED); /* read racily */
         pym_scavenge_wake();
         return;
     }

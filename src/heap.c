@@ -510,9 +510,7 @@ static pym_heap_t *pym_heap_acquire(void)
     return heap;
 }
 
-/* The calling thread's live heap, made on first use; NULL for a thread past
- * its TLS teardown (or out of memory), which must use the shared heap. */
-static pym_heap_t *pym_heap_of_thread(void)
+pym_heap_t *pym_heap_of_thread(void)
 {
     pym_heap_t *heap = pym_tls_heap;
     if (PYM_LIKELY(heap->state == PYM_HEAP_LIVE))
@@ -845,6 +843,20 @@ bool pym_heap_has_idle_pools(void)
             && !__atomic_load_n(&heap->tidy, __ATOMIC_RELAXED))
             return true;
     return false;
+}
+
+size_t pym_heap_parked_bytes(size_t *count)
+{
+    size_t bytes = 0;
+    for (pym_heap_t *heap = __atomic_load_n(&pym_all_heaps, __ATOMIC_ACQUIRE); heap != NULL;
+         heap = __atomic_load_n(&heap->all_next, __ATOMIC_ACQUIRE)) {
+        pym_large_t *parked = __atomic_load_n(&heap->large_slot, __ATOMIC_ACQUIRE);
+        if (parked != NULL) { /* descriptors are never unmapped: a stale one reads fine */
+            bytes += __atomic_load_n(&parked->size, __ATOMIC_RELAXED);
+            (*count)++;
+        }
+    }
+    return bytes;
 }
 
 /* ---- statistics, fork, debugging ---------------------------------------------------- */

@@ -85,7 +85,6 @@
 #define PYM_HEAP_EMPTY_POOLS_MAX 16       /* empty pools a heap keeps before returning some */
 #define PYM_CHUNK_CACHE_MAX      1024     /* default: at most this many empty chunks (256 MiB) wait for reuse or decay */
 #define PYM_LARGE_BINS           256      /* free extents of n chunks wait in size bin n - 1; longer ones in the last */
-#define PYM_LARGE_CACHE_BYTES    (64 * PYM_MiB) /* free extents kept: at least this many bytes (or as many as are live) */
 #define PYM_LARGE_CACHE_DECAY_MS 1000     /* default: a free extent or empty chunk unused this long goes back to the OS */
 #define PYM_ADDRESS_BITS         48       /* user address space covered by the chunk map */
 #define PYM_CHUNKMAP_LEAF_BITS   15       /* chunk-map entries per leaf: 2^15 (8 GiB of address space) */
@@ -126,9 +125,6 @@
 #endif
 #if PYM_PAGEMAP_LEAF_SHIFT != 32
 #error "free's page-map index is the low 32 bits of the address (one leaf per 4 GiB)"
-#endif
-#if PYM_DIRECT_THRESHOLD > PYM_LARGE_CACHE_BYTES
-#error "every block below the direct-mapping threshold must fit the large cache"
 #endif
 #if PYM_DIRECT_THRESHOLD <= PYM_MEDIUM_MAX
 #error "the direct-mapping threshold must lie above the medium classes"
@@ -339,6 +335,8 @@ PYM_INTERNAL size_t pym_arena_decay_locked(uint64_t now_ms);
 /* Under pym_arena_lock: whether anything waits to decay (cached chunks,
  * free pools holding pages). */
 PYM_INTERNAL bool pym_arena_has_idle_pages_locked(void);
+/* Bytes of empty chunks cached (racy read, no lock: the scavenger's start). */
+PYM_INTERNAL size_t pym_arena_retained_estimate(void);
 /* Visit every chunk in use (statistics); caller holds pym_arena_lock. */
 PYM_INTERNAL pym_arena_t *pym_arena_first_locked(void);
 PYM_INTERNAL void pym_arena_counters_locked(pym_stats_t *out);
@@ -403,6 +401,8 @@ PYM_INTERNAL size_t pym_large_usable_size(const pym_large_t *large, const void *
 PYM_INTERNAL void pym_large_counters_locked(pym_stats_t *out);
 /* Unmap every free extent; returns the bytes released. */
 PYM_INTERNAL size_t pym_large_trim(void);
+/* Bytes of free extents (racy read, no lock). */
+PYM_INTERNAL size_t pym_large_retained_estimate(void);
 /* Unmap the free extents unused for the decay time; returns the bytes
  * released (the background scavenger calls it). */
 PYM_INTERNAL size_t pym_large_decay(uint64_t now_ms);
@@ -570,6 +570,9 @@ struct pym_heap {
     pym_heap_t *all_next;        /* every heap ever made (statistics, the scavenger) */
     pym_cache_bin_t *bins;       /* the owning thread's bins (atomic; NULL unless live), for statistics */
     pym_large_t *large_slot;     /* the large extent the thread freed last (atomic exchange; large.c) */
+    uint64_t large_parks;        /* extents the owner parked so far (atomic: the scavenger reads it) */
+    uint64_t large_parks_seen;   /* the scavenger's last reading of it */
+    uint64_t large_parks_seen_ms; /* and when it changed */
     /* Other threads': blocks they freed into this heap's pools. */
     int remote_pending __attribute__((aligned(64))); /* some transfer list may hold blocks (atomic) */
     pym_block_t *remote[PYM_CLASS_COUNT]; /* per class: chains CAS-pushed by other threads; CLOSED when retired */
@@ -579,6 +582,9 @@ struct pym_heap {
 PYM_INTERNAL extern pym_pool_t pym_empty_pool;     /* has no free block: sends malloc to its slow path */
 PYM_INTERNAL extern pym_heap_t pym_startup_heap;   /* every class points at pym_empty_pool */
 PYM_INTERNAL extern __thread pym_heap_t *pym_tls_heap __attribute__((tls_model("initial-exec")));
+/* The calling thread's live heap, made on first use; NULL for a thread past
+ * its TLS teardown (or out of memory), which must use the shared heap. */
+PYM_INTERNAL pym_heap_t *pym_heap_of_thread(void);
 
 /* malloc's slow path: a request the fast path could not serve from a bin
  * (small or medium size); hooks, start-up and refills are handled here. */
@@ -606,6 +612,8 @@ PYM_INTERNAL size_t pym_heap_live_count(void);
 PYM_INTERNAL size_t pym_heap_decay(uint64_t now_ms);
 /* Whether some heap keeps pools a quiet thread could give back (racy). */
 PYM_INTERNAL bool pym_heap_has_idle_pools(void);
+/* Bytes (and number) of the large extents threads keep parked (racy). */
+PYM_INTERNAL size_t pym_heap_parked_bytes(size_t *count);
 
 /* ---- allocation paths (alloc.c) ----------------------------------------- */
 /* malloc of a request the size tables do not cover (large), and free of a
@@ -716,6 +724,9 @@ PYM_INTERNAL void pym_gc_fork_child(void);
  * branch when the scavenger runs); callable under any pymalloc lock: it
  * never creates the thread itself, it asks pym_scavenge_poll to. */
 PYM_INTERNAL void pym_scavenge_wake(void);
+/* The same where something is kept that pymalloc's counters do not show (a
+ * thread's parked extent): the scavenger is started if it is not running. */
+PYM_INTERNAL void pym_scavenge_want(void);
 /* Called where no pymalloc lock is held (after a slow path): starts the
  * scavenger thread if it was asked for and is not running. */
 PYM_INTERNAL extern int pym_scavenge_start_wanted;

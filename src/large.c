@@ -25,13 +25,20 @@
  *              by at least a quarter each time;
  *   shrink:    realloc to less than half gives the chunks past the new end
  *              back as a free extent;
+ *   park:      a thread keeps the extent it freed last in its heap's slot
+ *              and its next large request of about that size takes it back
+ *              without a lock (a malloc/free loop of one buffer);
  *   decay:     free extents unused for PYMALLOC_DECAY_MS (1 s) are unmapped
  *              -- at the next large free, and by the background scavenger
- *              (scavenge.c) when the program has gone quiet -- and free
- *              bytes beyond max(64 MiB, the bytes of live large blocks)
- *              are unmapped at once, oldest first.  Whole free extents go
- *              back with munmap: that returns their address space as well,
- *              and no half-committed extent state has to be tracked.
+ *              (scavenge.c) when the program has gone quiet.  No byte
+ *              budget: the free extents never exceed what the program had
+ *              live at once in the last decay time, and a program that
+ *              frees its buffers and makes them again right after (a batch,
+ *              a request, a benchmark repetition) must find them resident;
+ *              what it stops reusing goes after the decay time.  Whole free
+ *              extents go back with munmap: that returns their address
+ *              space as well, and no half-committed extent state has to be
+ *              tracked.
  *              MADV_FREE is not used: its pages stay counted in the RSS
  *              until the kernel is short of memory, which is the figure
  *              users and container limits look at.
@@ -60,8 +67,6 @@ static size_t pym_free_bytes;                /* bytes in free extents */
 static size_t pym_large_live_count;
 static size_t pym_large_live_bytes;
 static size_t pym_large_peak_bytes;
-static size_t pym_large_parked_bytes;        /* in threads' slots (atomic; counted live above too) */
-static size_t pym_large_parked_count;
 
 _Static_assert(PYM_LARGE_BINS % 64 == 0, "the bin bitmap has whole words");
 
@@ -91,7 +96,7 @@ static void pym_bin_insert(pym_large_t *large)
         large->bin_next->bin_prev = large;
     pym_free_bins[large->bin] = large;
     pym_free_bin_mask[large->bin / 64] |= (uint64_t)1 << (large->bin % 64);
-    pym_free_bytes += large->size;
+    __atomic_store_n(&pym_free_bytes, pym_free_bytes + large->size, __ATOMIC_RELAXED); /* read racily by the scavenger */
 }
 
 static void pym_bin_remove(pym_large_t *large)
@@ -105,7 +110,7 @@ static void pym_bin_remove(pym_large_t *large)
     if (pym_free_bins[large->bin] == NULL)
         pym_free_bin_mask[large->bin / 64] &= ~((uint64_t)1 << (large->bin % 64));
     large->bin_next = large->bin_prev = NULL;
-    pym_free_bytes -= large->size;
+    __atomic_store_n(&pym_free_bytes, pym_free_bytes - large->size, __ATOMIC_RELAXED);
 }
 
 static void pym_free_insert(pym_large_t *large, uint64_t now_ms)
@@ -187,6 +192,38 @@ static void pym_split_front(pym_large_t *large, size_t bytes, pym_large_t *spare
     pym_free_insert(spare, large->freed_at_ms);
 }
 
+/* ---- spare descriptors ------------------------------------------------------------ */
+/* Descriptors that merges freed, kept under the lock for the splits that
+ * need one: a free/malloc pair of large blocks then touches no metadata. */
+#define PYM_SPARE_DESCRIPTORS 16
+static pym_large_t *pym_spare_list;         /* linked through age_next */
+static unsigned pym_spare_count;
+
+static pym_large_t *pym_spare_take_locked(void)
+{
+    pym_large_t *spare = pym_spare_list;
+    if (spare != NULL) {
+        pym_spare_list = spare->age_next;
+        pym_spare_count--;
+        memset(spare, 0, sizeof(*spare));
+    }
+    return spare;
+}
+
+/* Keep a descriptor nobody uses, or hand it back (linked to `*overflow`)
+ * for pym_free_descriptors after the lock. */
+static void pym_spare_put_locked(pym_large_t *descriptor, pym_large_t **overflow)
+{
+    if (pym_spare_count < PYM_SPARE_DESCRIPTORS) {
+        descriptor->age_next = pym_spare_list;
+        pym_spare_list = descriptor;
+        pym_spare_count++;
+    } else {
+        descriptor->age_next = *overflow;
+        *overflow = descriptor;
+    }
+}
+
 /* ---- counters ------------------------------------------------------------------- */
 static void pym_count_live_locked(size_t bytes)
 {
@@ -196,50 +233,14 @@ static void pym_count_live_locked(size_t bytes)
         pym_large_peak_bytes = pym_large_live_bytes;
 }
 
-/* Bytes of free extents that may stay mapped: 64 MiB (more with a higher
- * PYMALLOC_MMAP_THRESHOLD), or as many as are live: a program with 300 MiB
- * of large blocks in flight can keep the fragments it reuses. */
-static size_t pym_free_budget(void)
-{
-    size_t budget = PYM_LARGE_CACHE_BYTES;
-    if (pym_options.direct_threshold > budget)
-        budget = pym_options.direct_threshold;
-    if (pym_large_live_bytes > budget)
-        budget = pym_large_live_bytes;
-    return budget;
-}
-
 /* Under the lock: take the free extents to unmap -- those unused for the
- * decay time, and, oldest first, what is over budget (the oldest extent is
- * cut: only its chunks beyond the budget go) -- off the bins and the chunk
- * map, and return them (linked through age_next) for unmapping after.  A
- * cut needs a descriptor for the part that goes: `*spare` (used or left;
- * without one the whole extent goes). */
-static pym_large_t *pym_free_victims_locked(uint64_t now_ms, bool all, pym_large_t **spare)
+ * decay time (every one with `all`) -- off the bins and the chunk map, and
+ * return them (linked through age_next) for unmapping after. */
+static pym_large_t *pym_free_victims_locked(uint64_t now_ms, bool all)
 {
     pym_large_t *victims = NULL;
-    while (pym_free_oldest != NULL) {
+    while (pym_free_oldest != NULL && (all || now_ms - pym_free_oldest->freed_at_ms >= pym_options.decay_ms)) {
         pym_large_t *oldest = pym_free_oldest;
-        size_t budget = pym_free_budget();
-        bool decayed = all || now_ms - oldest->freed_at_ms >= pym_options.decay_ms;
-        if (!decayed && pym_free_bytes <= budget)
-            break;
-        size_t excess = pym_free_bytes - budget; /* > 0 unless decayed */
-        if (!decayed && pym_chunks_of(excess) < (oldest->size >> PYM_CHUNK_SHIFT) && spare != NULL && *spare != NULL) {
-            /* Over budget by less than this extent: keep its front. */
-            size_t cut = pym_chunks_of(excess) << PYM_CHUNK_SHIFT;
-            pym_large_t *tail = *spare;
-            *spare = NULL;
-            pym_bin_remove(oldest); /* it keeps its place in the age list */
-            tail->base = oldest->base + oldest->size - cut;
-            tail->size = cut;
-            oldest->size -= cut;
-            pym_bin_insert(oldest);
-            pym_chunkmap_clear(tail->base, tail->size);
-            tail->age_next = victims;
-            victims = tail;
-            break;
-        }
         pym_free_remove(oldest);
         pym_chunkmap_clear(oldest->base, oldest->size);
         oldest->age_next = victims;
@@ -309,7 +310,8 @@ static pym_large_t *pym_take_free_locked(size_t bytes, size_t requested, pym_lar
     return large;
 }
 
-static void pym_unpark(pym_large_t *large);
+static void pym_unpark(pym_large_t *large, uint64_t freed_ms);
+static void pym_free_descriptors(pym_large_t *dead);
 
 void *pym_large_alloc(size_t size, size_t alignment, bool zero)
 {
@@ -324,36 +326,42 @@ void *pym_large_alloc(size_t size, size_t alignment, bool zero)
     /* The extent this thread parked last, if it holds the request with at
      * most a quarter to spare: no lock.  Any other goes to the free extents
      * (where the request may well find it). */
-    pym_heap_t *heap = pym_tls_heap;
-    if (__atomic_load_n(&heap->large_slot, __ATOMIC_RELAXED) != NULL) {
+    pym_heap_t *heap = pym_heap_of_thread(); /* (a thread with large blocks only gets one here) */
+    if (heap != NULL && __atomic_load_n(&heap->large_slot, __ATOMIC_RELAXED) != NULL) {
         pym_large_t *parked = __atomic_exchange_n(&heap->large_slot, NULL, __ATOMIC_ACQ_REL);
         if (parked != NULL) {
             if (parked->size >= bytes && parked->size - bytes <= bytes / 4) {
-                __atomic_fetch_sub(&pym_large_parked_bytes, parked->size, __ATOMIC_RELAXED);
-                __atomic_fetch_sub(&pym_large_parked_count, 1, __ATOMIC_RELAXED);
                 parked->requested = size;
                 __atomic_store_n(&parked->state, PYM_LARGE_LIVE, __ATOMIC_RELEASE);
                 if (zero)
                     memset((void *)parked->base, 0, size);
                 return (void *)parked->base;
             }
-            pym_unpark(parked);
+            pym_unpark(parked, 0);
         }
     }
 
-    /* A descriptor for the part of a free extent a split leaves over,
-     * taken before the lock (metadata has a lock of its own). */
-    pym_large_t *spare = pym_meta_alloc(sizeof(pym_large_t));
-    if (spare == NULL) {
-        errno = ENOMEM;
-        return NULL;
-    }
+    /* A descriptor for the part of a free extent a split leaves over: a
+     * kept one, or one from the metadata before the lock (which has a lock
+     * of its own). */
     pthread_mutex_lock(&pym_large_lock);
+    pym_large_t *spare = pym_spare_take_locked();
+    if (spare == NULL) {
+        pthread_mutex_unlock(&pym_large_lock);
+        spare = pym_meta_alloc(sizeof(pym_large_t));
+        if (spare == NULL) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        pthread_mutex_lock(&pym_large_lock);
+    }
     pym_large_t *large = pym_take_free_locked(bytes, size, &spare);
+    pym_large_t *overflow = NULL;
+    if (large != NULL && spare != NULL)
+        pym_spare_put_locked(spare, &overflow);
     pthread_mutex_unlock(&pym_large_lock);
     if (large != NULL) {
-        if (spare != NULL)
-            pym_meta_free(spare, sizeof(pym_large_t));
+        pym_free_descriptors(overflow);
         if (zero)
             memset((void *)large->base, 0, size);
         return (void *)large->base;
@@ -394,16 +402,14 @@ static void pym_release_extent_locked(pym_large_t *large, uint64_t now_ms, pym_l
         pym_free_remove(before);
         before->size += large->size;
         pym_chunkmap_set(large->base, large->size, pym_large_entry(before));
-        large->age_next = *dead;
-        *dead = large;
+        pym_spare_put_locked(large, dead);
         large = before;
     }
     if (after != NULL) {
         pym_free_remove(after);
         pym_chunkmap_set(after->base, after->size, pym_large_entry(large));
         large->size += after->size;
-        after->age_next = *dead;
-        *dead = after;
+        pym_spare_put_locked(after, dead);
     }
     pym_free_insert(large, now_ms);
 }
@@ -422,34 +428,28 @@ static void pym_free_descriptors(pym_large_t *dead)
 static void pym_release_extent_unlock(pym_large_t *large, uint64_t now_ms, uint64_t freed_ms)
 {
     /* Extents that decayed go first: a block freed now must not refresh
-     * the age of an old free neighbour by merging with it. */
-    pym_large_t *victims = pym_free_victims_locked(now_ms, false, NULL);
+     * the age of an old free neighbour by merging with it.  (An extent
+     * unparked as old as the decay time goes right after.) */
+    pym_large_t *victims = pym_free_victims_locked(now_ms, false);
     pym_large_t *dead = NULL;
     pym_release_extent_locked(large, freed_ms, &dead);
-    pym_large_t *spare = dead; /* a merged-away descriptor can describe a cut */
-    if (spare != NULL)
-        dead = dead->age_next;
-    pym_large_t *over = pym_free_victims_locked(now_ms, false, &spare);
+    pym_large_t *old = pym_free_victims_locked(now_ms, false);
     pthread_mutex_unlock(&pym_large_lock);
-    if (spare != NULL)
-        pym_meta_free(spare, sizeof(pym_large_t));
     pym_free_descriptors(dead);
     pym_unmap_victims(victims);
-    pym_unmap_victims(over);
+    pym_unmap_victims(old);
 }
 
-/* A parked extent (taken out of its slot) goes to the free extents, as old
- * as it is: freed by the program when it was parked (one parked for the
- * decay time is unmapped at once). */
-static void pym_unpark(pym_large_t *large)
+/* A parked extent (taken out of its slot) goes to the free extents, freed
+ * at `freed_ms` (0: now; the scavenger gives the time it saw it parked
+ * since, and an extent parked for the decay time is unmapped at once). */
+static void pym_unpark(pym_large_t *large, uint64_t freed_ms)
 {
-    __atomic_fetch_sub(&pym_large_parked_bytes, large->size, __ATOMIC_RELAXED);
-    __atomic_fetch_sub(&pym_large_parked_count, 1, __ATOMIC_RELAXED);
     uint64_t now_ms = pym_os_now_ms();
     pthread_mutex_lock(&pym_large_lock);
     pym_large_live_count--;
     pym_large_live_bytes -= large->size;
-    pym_release_extent_unlock(large, now_ms, large->freed_at_ms);
+    pym_release_extent_unlock(large, now_ms, freed_ms ? freed_ms : now_ms);
 }
 
 void pym_large_free(pym_large_t *large, void *ptr)
@@ -458,19 +458,16 @@ void pym_large_free(pym_large_t *large, void *ptr)
      * in its heap's slot (the one parked before goes to the free extents),
      * and its next large request of about that size takes it back.  A live
      * extent's fields are its owner's, the caller. */
-    pym_heap_t *heap = pym_tls_heap;
+    pym_heap_t *heap = pym_heap_of_thread();
     if (PYM_LIKELY((uintptr_t)ptr == large->base
-                   && __atomic_load_n(&large->state, __ATOMIC_ACQUIRE) == PYM_LARGE_LIVE
-                   && __atomic_load_n(&heap->state, __ATOMIC_RELAXED) == PYM_HEAP_LIVE)) {
-        __atomic_store_n(&large->freed_at_ms, pym_os_now_ms(), __ATOMIC_RELAXED);
+                   && __atomic_load_n(&large->state, __ATOMIC_ACQUIRE) == PYM_LARGE_LIVE && heap != NULL)) {
         __atomic_store_n(&large->state, PYM_LARGE_PARKED, __ATOMIC_RELEASE);
-        __atomic_fetch_add(&pym_large_parked_bytes, large->size, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&pym_large_parked_count, 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&heap->large_parks, heap->large_parks + 1, __ATOMIC_RELAXED); /* the scavenger ages it */
         pym_large_t *previous = __atomic_exchange_n(&heap->large_slot, large, __ATOMIC_ACQ_REL);
         if (previous != NULL)
-            pym_unpark(previous);
-        pym_scavenge_wake();
-        pym_scavenge_poll();
+            pym_unpark(previous, 0);
+        else if (large->size >= PYM_MiB)
+            pym_scavenge_want(); /* a quiet thread must not keep it for ever */
         return;
     }
     pthread_mutex_lock(&pym_large_lock);
@@ -510,15 +507,25 @@ void pym_large_free(pym_large_t *large, void *ptr)
 
 void pym_large_unpark_heap(pym_heap_t *heap, uint64_t now_ms, bool only_decayed)
 {
-    pym_large_t *parked = __atomic_load_n(&heap->large_slot, __ATOMIC_ACQUIRE);
-    if (parked == NULL)
+    if (__atomic_load_n(&heap->large_slot, __ATOMIC_ACQUIRE) == NULL)
         return;
-    if (only_decayed && now_ms - __atomic_load_n(&parked->freed_at_ms, __ATOMIC_RELAXED) < pym_options.decay_ms)
-        return;
-    parked = __atomic_exchange_n(&heap->large_slot, NULL, __ATOMIC_ACQ_REL);
-    if (parked == NULL)
-        return; /* its thread took it meanwhile */
-    pym_unpark(parked);
+    uint64_t freed_ms = 0;
+    if (only_decayed) {
+        /* The park path reads no clock: an extent counts as parked since the
+         * pass that first saw the heap's park count where it is now. */
+        uint64_t parks = __atomic_load_n(&heap->large_parks, __ATOMIC_RELAXED);
+        if (parks != heap->large_parks_seen) {
+            heap->large_parks_seen = parks;
+            heap->large_parks_seen_ms = now_ms;
+            return;
+        }
+        if (now_ms - heap->large_parks_seen_ms < pym_options.decay_ms)
+            return;
+        freed_ms = heap->large_parks_seen_ms;
+    }
+    pym_large_t *parked = __atomic_exchange_n(&heap->large_slot, NULL, __ATOMIC_ACQ_REL);
+    if (parked != NULL) /* (its thread may have taken it meanwhile) */
+        pym_unpark(parked, freed_ms);
 }
 
 size_t pym_large_usable_size(const pym_large_t *large, const void *ptr)
@@ -686,7 +693,7 @@ void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
             pym_chunkmap_set(tail->base, tail->size, pym_large_entry(tail));
             pym_large_live_bytes -= tail->size;
             uint64_t now_ms = pym_os_now_ms();
-            victims = pym_free_victims_locked(now_ms, false, NULL);
+            victims = pym_free_victims_locked(now_ms, false);
             pym_release_extent_locked(tail, now_ms, &dead);
         }
         large->requested = size;
@@ -776,10 +783,15 @@ void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
 }
 
 /* ---- giving memory back ------------------------------------------------------------ */
+size_t pym_large_retained_estimate(void)
+{
+    return __atomic_load_n(&pym_free_bytes, __ATOMIC_RELAXED);
+}
+
 size_t pym_large_trim(void)
 {
     pthread_mutex_lock(&pym_large_lock);
-    pym_large_t *victims = pym_free_victims_locked(0, true, NULL);
+    pym_large_t *victims = pym_free_victims_locked(0, true);
     pthread_mutex_unlock(&pym_large_lock);
     return pym_unmap_victims(victims);
 }
@@ -787,15 +799,15 @@ size_t pym_large_trim(void)
 size_t pym_large_decay(uint64_t now_ms)
 {
     pthread_mutex_lock(&pym_large_lock);
-    pym_large_t *victims = pym_free_victims_locked(now_ms, false, NULL);
+    pym_large_t *victims = pym_free_victims_locked(now_ms, false);
     pthread_mutex_unlock(&pym_large_lock);
     return pym_unmap_victims(victims);
 }
 
 void pym_large_counters_locked(pym_stats_t *out)
 {
-    size_t parked_bytes = __atomic_load_n(&pym_large_parked_bytes, __ATOMIC_RELAXED);
-    size_t parked_count = __atomic_load_n(&pym_large_parked_count, __ATOMIC_RELAXED);
+    size_t parked_count = 0;
+    size_t parked_bytes = pym_heap_parked_bytes(&parked_count); /* counted live here: they are not free extents */
     out->large_count = pym_large_live_count - (parked_count < pym_large_live_count ? parked_count : pym_large_live_count);
     out->large_bytes = pym_large_live_bytes - (parked_bytes < pym_large_live_bytes ? parked_bytes : pym_large_live_bytes);
     out->large_cached_bytes = pym_free_bytes + parked_bytes;

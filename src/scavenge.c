@@ -12,7 +12,8 @@
  * scavenger is a thread that does it then:
  *
  *   - it is started lazily, the first time a slow path finds that at least
- *     PYM_SCAVENGE_START_BYTES (1 MiB) wait to decay -- a short program
+ *     PYM_SCAVENGE_START_BYTES (1 MiB) of free extents and empty chunks
+ *     wait to decay (counters read without a lock) -- a short program
  *     (ls, a compiler pass) never gets one -- and only from a point where no
  *     pymalloc lock is held (pym_scavenge_poll), because pthread_create
  *     allocates; it runs with every signal blocked and is called
@@ -53,17 +54,30 @@ void pym_scavenge_wake(void)
 {
     if (!pym_options.background_thread)
         return;
-    if (__atomic_load_n(&pym_scavenge_work, __ATOMIC_RELAXED))
-        return; /* already told */
-    if (__atomic_exchange_n(&pym_scavenge_work, 1, __ATOMIC_ACQ_REL))
-        return;
-    if (__atomic_load_n(&pym_scavenge_running, __ATOMIC_ACQUIRE) != 1) {
-        __atomic_store_n(&pym_scavenge_start_wanted, 1, __ATOMIC_RELEASE);
+    int running = __atomic_load_n(&pym_scavenge_running, __ATOMIC_ACQUIRE);
+    if (running == 1) {
+        if (__atomic_load_n(&pym_scavenge_work, __ATOMIC_RELAXED))
+            return; /* already told */
+        if (__atomic_exchange_n(&pym_scavenge_work, 1, __ATOMIC_ACQ_REL))
+            return;
+        pthread_mutex_lock(&pym_scavenge_lock);
+        pthread_cond_signal(&pym_scavenge_cond);
+        pthread_mutex_unlock(&pym_scavenge_lock);
         return;
     }
-    pthread_mutex_lock(&pym_scavenge_lock);
-    pthread_cond_signal(&pym_scavenge_cond);
-    pthread_mutex_unlock(&pym_scavenge_lock);
+    /* No thread yet: worth one only once enough waits to decay (a few
+     * loads, no lock: this runs on every large free and chunk release). */
+    if (running == 2 || pym_scavenge_failed || __atomic_load_n(&pym_scavenge_start_wanted, __ATOMIC_RELAXED))
+        return;
+    if (pym_large_retained_estimate() + pym_arena_retained_estimate() >= PYM_SCAVENGE_START_BYTES)
+        __atomic_store_n(&pym_scavenge_start_wanted, 1, __ATOMIC_RELEASE);
+}
+
+void pym_scavenge_want(void)
+{
+    if (pym_options.background_thread && __atomic_load_n(&pym_scavenge_running, __ATOMIC_RELAXED) == 0
+        && !__atomic_load_n(&pym_scavenge_start_wanted, __ATOMIC_RELAXED))
+        __atomic_store_n(&pym_scavenge_start_wanted, 1, __ATOMIC_RELEASE);
 }
 
 size_t pym_scavenge_pass(uint64_t now_ms)
@@ -139,11 +153,6 @@ void pym_scavenge_start(void)
     if (!pym_options.background_thread || pym_scavenge_failed || pym_under_valgrind
         || !__atomic_load_n(&pym_initialized, __ATOMIC_ACQUIRE))
         return;
-    if (pym_scavenge_retained() < PYM_SCAVENGE_START_BYTES) {
-        /* Not worth a thread yet: the next keep asks again. */
-        __atomic_store_n(&pym_scavenge_work, 0, __ATOMIC_RELEASE);
-        return;
-    }
     /* No pymalloc lock is held across pthread_create, which allocates (and
      * may come back here: the flag turns it away). */
     int idle = 0;
