@@ -9,10 +9,9 @@
  * find pymalloc already usable.  Nothing here allocates before the mark.
  *
  * fork: the prepare handler takes every pymalloc lock (in the order the
- * slow paths nest them: scavenger pass, shared heap, large, arena, metadata,
- * scavenger sleep) so that the
- * child starts with consistent shared state; both parent and child release
- * them.  Because pymalloc registers its handlers first, at start-up, its
+ * slow paths nest them: scavenger pass, heaps, large, arena, metadata) so
+ * that the child starts with consistent shared state; both parent and child
+ * release them.  Because pymalloc registers its handlers first, at start-up, its
  * prepare handler runs after every other library's (which may allocate) and
  * its child handler before theirs.  The GC side API's lock (gc.c) is taken
  * before pymalloc's locks, when the program ever used it.  Lock-free state
@@ -28,32 +27,31 @@ static pthread_mutex_t pym_init_lock = PTHREAD_MUTEX_INITIALIZER;
 static void pym_fork_prepare(void)
 {
     pym_gc_fork_prepare(); /* first: its holder may need the locks below */
-    pym_scavenge_pass_lock_for_fork();
+    pym_scavenge_lock_for_fork();
     pym_heap_lock_all();
     pthread_mutex_lock(&pym_large_lock);
     pthread_mutex_lock(&pym_arena_lock);
     pthread_mutex_lock(&pym_meta_lock);
-    pym_scavenge_lock_for_fork();
 }
 
 static void pym_fork_parent(void)
 {
-    pym_scavenge_unlock_after_fork();
     pthread_mutex_unlock(&pym_meta_lock);
     pthread_mutex_unlock(&pym_arena_lock);
     pthread_mutex_unlock(&pym_large_lock);
     pym_heap_unlock_all();
+    pym_scavenge_unlock_after_fork();
     pym_gc_fork_parent();
 }
 
 static void pym_fork_child(void)
 {
     /* The forking thread holds every lock; in the child it is their owner. */
-    pym_scavenge_after_fork_child();
     pthread_mutex_unlock(&pym_meta_lock);
     pthread_mutex_unlock(&pym_arena_lock);
     pthread_mutex_unlock(&pym_large_lock);
     pym_heap_after_fork_child();
+    pym_scavenge_after_fork_child();
     pym_gc_fork_child();
 }
 

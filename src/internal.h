@@ -680,6 +680,8 @@ PYM_INTERNAL void pym_os_decommit(void *address, size_t size);
 PYM_INTERNAL size_t pym_os_page_size(void);
 /* Monotonic milliseconds from the vDSO (no system call). */
 PYM_INTERNAL uint64_t pym_os_now_ms(void);
+/* Threads in the process, 0 when it cannot be read (no /proc). */
+PYM_INTERNAL long pym_os_thread_count(void);
 enum pym_os_call { PYM_OS_MMAP, PYM_OS_MUNMAP, PYM_OS_MADVISE, PYM_OS_MREMAP, PYM_OS_CALL_KINDS };
 /* System calls of each kind made so far. */
 PYM_INTERNAL void pym_os_counters(size_t out[PYM_OS_CALL_KINDS]);
@@ -720,8 +722,8 @@ PYM_INTERNAL void pym_gc_fork_child(void);
 
 /* ---- background scavenger (scavenge.c) ------------------------------------ */
 /* Something that decays (a free extent, an empty chunk, an empty pool) was
- * kept: make sure the scavenger will look at it.  Cheap (a load and a
- * branch when the scavenger runs); callable under any pymalloc lock: it
+ * kept: make sure the scavenger will look at it.  Cheap (two loads and a
+ * branch when the scavenger runs and was told already); callable under any pymalloc lock: it
  * never creates the thread itself, it asks pym_scavenge_poll to. */
 PYM_INTERNAL void pym_scavenge_wake(void);
 /* The same where something is kept that pymalloc's counters do not show (a
@@ -739,8 +741,7 @@ static PYM_ALWAYS_INLINE void pym_scavenge_poll(void)
 /* One pass over everything that decays (also what pym_trim's callers and
  * tests use); returns the bytes given back. */
 PYM_INTERNAL size_t pym_scavenge_pass(uint64_t now_ms);
-PYM_INTERNAL void pym_scavenge_pass_lock_for_fork(void); /* first of pymalloc's locks */
-PYM_INTERNAL void pym_scavenge_lock_for_fork(void);         /* last */
+PYM_INTERNAL void pym_scavenge_lock_for_fork(void); /* the pass lock: first of pymalloc's locks */
 PYM_INTERNAL void pym_scavenge_unlock_after_fork(void);
 PYM_INTERNAL void pym_scavenge_after_fork_child(void);
 

@@ -466,8 +466,10 @@ void pym_large_free(pym_large_t *large, void *ptr)
         pym_large_t *previous = __atomic_exchange_n(&heap->large_slot, large, __ATOMIC_ACQ_REL);
         if (previous != NULL)
             pym_unpark(previous, 0);
-        else if (large->size >= PYM_MiB)
+        else if (large->size >= PYM_MiB) {
             pym_scavenge_want(); /* a quiet thread must not keep it for ever */
+            pym_scavenge_poll(); /* no lock held: the thread may start here */
+        }
         return;
     }
     pthread_mutex_lock(&pym_large_lock);

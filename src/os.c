@@ -13,7 +13,10 @@
  * Failures return NULL with errno left as ENOMEM: callers turn them into a
  * NULL from malloc.
  *
- * Every system call made here is counted (pym_os_counters: mmap, munmap,
+ * It also reads the clock (pym_os_now_ms) and the process's thread count
+ * (pym_os_thread_count, for the scavenger).
+ *
+ * Every memory system call made here is counted (pym_os_counters: mmap, munmap,
  * madvise, mremap), for the statistics and the tests that check a steady
  * loop makes none.
  */
@@ -21,6 +24,9 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -224,4 +230,27 @@ uint64_t pym_os_now_ms(void)
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &now); /* vDSO: no system call */
     return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+}
+
+long pym_os_thread_count(void)
+{
+    /* Field 20 of /proc/self/stat (num_threads); the command name (field
+     * 2) may hold spaces and parentheses, so fields are counted from its
+     * last ')'.  No allocation: the scavenger calls it. */
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    char text[1024];
+    ssize_t length = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (length <= 0)
+        return 0;
+    text[length] = '\0';
+    const char *cursor = strrchr(text, ')');
+    if (cursor == NULL)
+        return 0;
+    for (unsigned field = 2; *cursor != '\0'; cursor++)
+        if (*cursor == ' ' && ++field == 20)
+            return strtol(cursor + 1, NULL, 10);
+    return 0;
 }

@@ -19,9 +19,18 @@
  *     allocates; it runs with every signal blocked and is called
  *     "pymalloc-decay" (ps -L, top -H);
  *   - while something waits to decay it makes a pass every half decay time
- *     (at least 10 ms apart), then sleeps on a condition variable until a
- *     slow path keeps something again (pym_scavenge_wake: a load and a
- *     branch when nothing changes) -- an idle program is not woken up;
+ *     (at least 10 ms apart);
+ *   - when nothing is left to give back, the thread ends (an idle program
+ *     has no thread of ours and is never woken up); a slow path that keeps
+ *     memory again starts a new one.  The end and the slow path's notice
+ *     (pym_scavenge_wake: a load and a branch while the thread runs) are
+ *     ordered by one atomic exchange on each side, so memory kept while
+ *     the thread ends is not left without one;
+ *   - it also ends as soon as it is the process's last thread (every other
+ *     one called pthread_exit or returned): glibc then ends the process with
+ *     exit(0), as it would have without our thread.  A program whose main
+ *     calls pthread_exit, or whose child of a fork from a thread ends that
+ *     thread (Python's test_threading does), must not be kept alive by it;
  *   - a pass takes the same locks as the slow paths, one at a time, and
  *     never touches a thread's cache bins: those belong to their thread
  *     (heap.c says what an idle thread's heap gives back without it);
@@ -44,40 +53,45 @@
 
 int pym_scavenge_start_wanted;          /* a slow path asked for the thread (atomic) */
 static int pym_scavenge_running;        /* 0: no thread, 1: it runs, 2: being started (atomic) */
-static int pym_scavenge_work;           /* something was kept since the thread looked (atomic) */
+static int pym_scavenge_work;           /* something was kept since the thread's pass began (atomic) */
 static int pym_scavenge_failed;         /* pthread_create failed once: not tried again */
-static pthread_mutex_t pym_scavenge_lock = PTHREAD_MUTEX_INITIALIZER;      /* the sleep's condition variable */
 static pthread_mutex_t pym_scavenge_pass_lock = PTHREAD_MUTEX_INITIALIZER; /* held by a pass; fork takes it first */
-static pthread_cond_t pym_scavenge_cond = PTHREAD_COND_INITIALIZER;
 
-void pym_scavenge_wake(void)
+/* A slow path kept something: tell the running thread (it must not end
+ * without looking at it), or ask for one.  `check_bytes`: only when enough
+ * waits to decay to be worth a thread. */
+static void pym_scavenge_notice(bool check_bytes)
 {
     if (!pym_options.background_thread)
         return;
     int running = __atomic_load_n(&pym_scavenge_running, __ATOMIC_ACQUIRE);
     if (running == 1) {
         if (__atomic_load_n(&pym_scavenge_work, __ATOMIC_RELAXED))
-            return; /* already told */
-        if (__atomic_exchange_n(&pym_scavenge_work, 1, __ATOMIC_ACQ_REL))
+            return; /* already told during this pass */
+        /* The exchange orders this against the thread's exchange of
+         * `running` when it ends: either it sees `work`, or we see it gone. */
+        if (__atomic_exchange_n(&pym_scavenge_work, 1, __ATOMIC_SEQ_CST))
             return;
-        pthread_mutex_lock(&pym_scavenge_lock);
-        pthread_cond_signal(&pym_scavenge_cond);
-        pthread_mutex_unlock(&pym_scavenge_lock);
-        return;
+        running = __atomic_load_n(&pym_scavenge_running, __ATOMIC_SEQ_CST);
+        if (running != 0)
+            return;
     }
-    /* No thread yet: worth one only once enough waits to decay (a few
-     * loads, no lock: this runs on every large free and chunk release). */
+    /* No thread: worth one only once enough waits to decay (a few loads,
+     * no lock: this runs on every large free and chunk release). */
     if (running == 2 || pym_scavenge_failed || __atomic_load_n(&pym_scavenge_start_wanted, __ATOMIC_RELAXED))
         return;
-    if (pym_large_retained_estimate() + pym_arena_retained_estimate() >= PYM_SCAVENGE_START_BYTES)
+    if (!check_bytes || pym_large_retained_estimate() + pym_arena_retained_estimate() >= PYM_SCAVENGE_START_BYTES)
         __atomic_store_n(&pym_scavenge_start_wanted, 1, __ATOMIC_RELEASE);
+}
+
+void pym_scavenge_wake(void)
+{
+    pym_scavenge_notice(true);
 }
 
 void pym_scavenge_want(void)
 {
-    if (pym_options.background_thread && __atomic_load_n(&pym_scavenge_running, __ATOMIC_RELAXED) == 0
-        && !__atomic_load_n(&pym_scavenge_start_wanted, __ATOMIC_RELAXED))
-        __atomic_store_n(&pym_scavenge_start_wanted, 1, __ATOMIC_RELEASE);
+    pym_scavenge_notice(false);
 }
 
 size_t pym_scavenge_pass(uint64_t now_ms)
@@ -128,19 +142,26 @@ static void *pym_scavenge_main(void *unused)
     (void)unused;
     prctl(PR_SET_NAME, "pymalloc-decay", 0, 0, 0);
     for (;;) {
-        __atomic_store_n(&pym_scavenge_work, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&pym_scavenge_work, 0, __ATOMIC_SEQ_CST);
         pym_scavenge_pass(pym_os_now_ms());
+        if (pym_os_thread_count() == 1)
+            break; /* the last thread: returning lets glibc call exit(0) */
         if (pym_scavenge_retained() > 0) {
             uint64_t period = pym_options.decay_ms / 2;
             pym_scavenge_sleep_ms(period < PYM_SCAVENGE_MIN_PERIOD_MS ? PYM_SCAVENGE_MIN_PERIOD_MS : period);
             continue;
         }
-        /* Nothing waits: sleep until a slow path keeps something. */
-        pthread_mutex_lock(&pym_scavenge_lock);
-        while (!__atomic_load_n(&pym_scavenge_work, __ATOMIC_ACQUIRE))
-            pthread_cond_wait(&pym_scavenge_cond, &pym_scavenge_lock);
-        pthread_mutex_unlock(&pym_scavenge_lock);
+        /* Nothing waits: end, unless a slow path kept something since the
+         * pass began and saw the thread still running. */
+        __atomic_exchange_n(&pym_scavenge_running, 0, __ATOMIC_SEQ_CST);
+        if (!__atomic_load_n(&pym_scavenge_work, __ATOMIC_SEQ_CST))
+            return NULL;
+        int idle = 0;
+        if (!__atomic_compare_exchange_n(&pym_scavenge_running, &idle, 1, false, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_RELAXED))
+            return NULL; /* a slow path is starting another one */
     }
+    __atomic_store_n(&pym_scavenge_running, 0, __ATOMIC_RELEASE);
     return NULL;
 }
 
@@ -179,29 +200,20 @@ void pym_scavenge_start(void)
     __atomic_store_n(&pym_scavenge_running, error == 0 ? 1 : 0, __ATOMIC_RELEASE);
 }
 
-void pym_scavenge_pass_lock_for_fork(void)
+void pym_scavenge_lock_for_fork(void)
 {
     pthread_mutex_lock(&pym_scavenge_pass_lock);
 }
 
-void pym_scavenge_lock_for_fork(void)
-{
-    pthread_mutex_lock(&pym_scavenge_lock);
-}
-
 void pym_scavenge_unlock_after_fork(void)
 {
-    pthread_mutex_unlock(&pym_scavenge_lock);
     pthread_mutex_unlock(&pym_scavenge_pass_lock);
 }
 
 void pym_scavenge_after_fork_child(void)
 {
-    /* The thread did not survive the fork (it may have been waiting on the
-     * condition variable: that starts afresh); the forking thread holds the
-     * lock. */
-    pym_scavenge_cond = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
-    pthread_mutex_unlock(&pym_scavenge_lock);
+    /* The thread did not survive the fork; the forking thread holds the
+     * pass lock. */
     pthread_mutex_unlock(&pym_scavenge_pass_lock);
     __atomic_store_n(&pym_scavenge_running, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&pym_scavenge_work, 0, __ATOMIC_RELEASE);
