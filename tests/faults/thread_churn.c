@@ -21,7 +21,8 @@
  * frees them (cross-thread frees into heaps of exited threads).
  *
  * Measured: VmRSS and pymalloc's mapped bytes after WARMUP threads and at
- * the end (mailbox still full in both); asserted: the end exceeds the
+ * the end (mailbox still full in both), each after a trim gave back what is
+ * only cached (see settle); asserted: the end exceeds the
  * warm-up by at most --bound-mib (default 8 MiB) in RSS and in mapped bytes,
  * the number of live thread heaps is back to its value before the first
  * thread, no pattern was damaged and no allocation failed, and the blocks in
@@ -160,13 +161,19 @@ typedef struct snapshot {
  * blocks other threads freed into pools the main thread owns (it adopts
  * abandoned pools when it frees into them): they wait on its remote list,
  * counted as in use, until its next refill -- which this malloc makes, every
- * bin being empty after the flush. */
+ * bin being empty after the flush.  Then give back what is only cached:
+ * free large extents and empty chunks are kept until they decay (1 s by
+ * default), so without the trim a snapshot would measure how much the last
+ * second freed -- far more at the end than after the short warm-up -- not
+ * what is held.  Memory that leaks (a heap, pools of a thread that is gone)
+ * is out of the trim's reach and still shows. */
 static void settle(void)
 {
     pym_flush_thread_cache();
     void *volatile refill = malloc(1); /* volatile: the compiler may not elide the pair */
     free(refill);
     pym_flush_thread_cache();
+    pym_trim();
 }
 
 static snapshot_t take_snapshot(void)
