@@ -72,7 +72,19 @@ void pym_double_free(const void *ptr, unsigned size_class)
 }
 
 /* ---- generic paths ---------------------------------------------------------------- */
+static PYM_NOINLINE void *pym_malloc_large_slow(size_t size);
+
 void *pym_malloc_large_entry(size_t size)
+{
+    if (PYM_LIKELY(size > PYM_MEDIUM_MAX && !pym_hooks_on())) {
+        void *parked = pym_large_take_parked(size); /* a malloc/free loop of one big buffer: no lock */
+        if (PYM_LIKELY(parked != NULL))
+            return parked;
+    }
+    return pym_malloc_large_slow(size);
+}
+
+static PYM_NOINLINE void *pym_malloc_large_slow(size_t size)
 {
     if (size <= PYM_MEDIUM_MAX) /* before start-up, or hooked: the tables are closed */
         return pym_malloc_slow(size);

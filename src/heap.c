@@ -905,6 +905,10 @@ void pym_heap_after_fork_child(void)
      * lock in the prepare handler; it owns it in the child too.  Only the
      * forking thread's heap is live in the child. */
     pym_heaps_live = pym_tls_heap->state == PYM_HEAP_LIVE ? 1 : 0;
+    /* A thread stopped by the fork inside its parking handshake (large.c)
+     * never clears its busy flag: the child's scavenger may take its slot. */
+    for (pym_heap_t *heap = pym_all_heaps; heap != NULL; heap = heap->all_next)
+        __atomic_store_n(&heap->large_busy, 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&pym_shared_heap_lock);
 }
 

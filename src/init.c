@@ -51,6 +51,7 @@ static void pym_fork_child(void)
     pthread_mutex_unlock(&pym_arena_lock);
     pthread_mutex_unlock(&pym_large_lock);
     pym_heap_after_fork_child();
+    pym_large_after_fork_child();
     pym_scavenge_after_fork_child();
     pym_gc_fork_child();
 }

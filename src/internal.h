@@ -390,10 +390,22 @@ struct pym_large {
     uint8_t state;               /* enum pym_large_state (atomic) */
 };
 PYM_INTERNAL extern pthread_mutex_t pym_large_lock;
-/* Send the extent a heap parked to the free extents (thread exit, trim; the
- * scavenger with `only_decayed`: only when parked for the decay time). */
+/* Send the extent a heap parked to the free extents (its own thread at
+ * exit and trim; the scavenger, with `only_decayed`: only when parked for
+ * the decay time). */
 PYM_INTERNAL void pym_large_unpark_heap(pym_heap_t *heap, uint64_t now_ms, bool only_decayed);
 PYM_INTERNAL void *pym_large_alloc(size_t size, size_t alignment, bool zero);
+/* malloc's first try for a large request: the extent the calling thread
+ * parked, if it fits (no lock); NULL otherwise.  The caller checked hooks. */
+PYM_INTERNAL void *pym_large_take_parked(size_t size);
+/* The scavenger's side of the parking handshake (large.c): take another
+ * thread's parked extent to the free extents, as freed at `freed_ms` (0:
+ * now).  1: taken, 0: the slot was empty, -1: its owner was updating it
+ * (try again later).  Whether the handshake is on (membarrier registered). */
+PYM_INTERNAL int pym_large_steal_parked(pym_heap_t *heap, uint64_t freed_ms);
+PYM_INTERNAL bool pym_large_park_fenced(void);
+/* A forked child starts with the parking handshake off (large.c). */
+PYM_INTERNAL void pym_large_after_fork_child(void);
 PYM_INTERNAL void pym_large_free(pym_large_t *large, void *ptr);
 PYM_INTERNAL void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size);
 /* Bytes usable in a live large block (0 when `ptr` is not one's start). */
@@ -569,7 +581,9 @@ struct pym_heap {
     pym_heap_t *next_dead;       /* dead heaps waiting for reuse */
     pym_heap_t *all_next;        /* every heap ever made (statistics, the scavenger) */
     pym_cache_bin_t *bins;       /* the owning thread's bins (atomic; NULL unless live), for statistics */
-    pym_large_t *large_slot;     /* the large extent the thread freed last (atomic exchange; large.c) */
+    pym_large_t *large_slot;     /* the large extent the thread freed last (atomic; large.c's parking protocol) */
+    int large_busy;              /* the owner is updating large_slot (atomic; written by the owner only) */
+    int large_steal;             /* the scavenger is taking large_slot (atomic; written by the scavenger only) */
     uint64_t large_parks;        /* extents the owner parked so far (atomic: the scavenger reads it) */
     uint64_t large_parks_seen;   /* the scavenger's last reading of it */
     uint64_t large_parks_seen_ms; /* and when it changed */
@@ -682,6 +696,10 @@ PYM_INTERNAL size_t pym_os_page_size(void);
 PYM_INTERNAL uint64_t pym_os_now_ms(void);
 /* Threads in the process, 0 when it cannot be read (no /proc). */
 PYM_INTERNAL long pym_os_thread_count(void);
+/* The asymmetric fence (membarrier): register the process for it (false:
+ * not available), then make every running thread execute a full barrier. */
+PYM_INTERNAL bool pym_os_fence_register(void);
+PYM_INTERNAL void pym_os_fence_all_threads(void);
 enum pym_os_call { PYM_OS_MMAP, PYM_OS_MUNMAP, PYM_OS_MADVISE, PYM_OS_MREMAP, PYM_OS_CALL_KINDS };
 /* System calls of each kind made so far. */
 PYM_INTERNAL void pym_os_counters(size_t out[PYM_OS_CALL_KINDS]);

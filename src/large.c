@@ -27,7 +27,9 @@
  *              back as a free extent;
  *   park:      a thread keeps the extent it freed last in its heap's slot
  *              and its next large request of about that size takes it back
- *              without a lock (a malloc/free loop of one buffer);
+ *              without a lock and, once the scavenger runs, without an
+ *              atomic read-modify-write (a malloc/free loop of one buffer:
+ *              below);
  *   decay:     free extents unused for PYMALLOC_DECAY_MS (1 s) are unmapped
  *              -- at the next large free, and by the background scavenger
  *              (scavenge.c) when the program has gone quiet.  No byte
@@ -52,7 +54,27 @@
  * mremap, and unmapped when freed.
  *
  * Everything here is guarded by pym_large_lock; mappings are made and
- * unmapped outside it.
+ * unmapped outside it -- except the parking slots.
+ *
+ * The parking slot of a heap (heap->large_slot) is written by its owner
+ * thread on every large malloc and free, and taken by the scavenger when
+ * the extent in it has waited for the decay time.  Two atomic exchanges per
+ * malloc/free pair (some 40 cycles) would be most of the pair's cost, so
+ * the owner uses plain loads and stores, and the rare side pays instead --
+ * an asymmetric Dekker handshake over two flags:
+ *
+ *   owner:      busy = 1;  [compiler barrier]  if (steal) exchange instead;
+ *               old = slot; slot = new; busy = 0
+ *   scavenger:  steal = 1;  membarrier (every running thread executes a
+ *               full barrier);  if (busy) give up until the next pass;
+ *               else exchange slot with NULL;  steal = 0
+ *
+ * The membarrier makes "owner saw steal == 0" and "scavenger saw busy == 0"
+ * exclusive: the owner's store of busy is either visible after it, or the
+ * owner's load of steal comes after it and sees 1.  The fence exists only
+ * once the process is registered for it (at the first park,
+ * pym_large_enable_fence); until then, and where the kernel refuses the
+ * registration, the owner exchanges the slot atomically.
  */
 #include <errno.h>
 #include <string.h>
@@ -63,6 +85,8 @@ pthread_mutex_t pym_large_lock = PTHREAD_MUTEX_INITIALIZER;
 static pym_large_t *pym_free_bins[PYM_LARGE_BINS];  /* free extents per chunk count */
 static uint64_t pym_free_bin_mask[PYM_LARGE_BINS / 64]; /* bit set per non-empty bin */
 static pym_large_t *pym_free_newest, *pym_free_oldest; /* the age list */
+static int pym_large_slot_fenced;            /* the membarrier handshake is on (atomic) */
+static int pym_large_fence_tried;            /* the registration was tried (atomic) */
 static size_t pym_free_bytes;                /* bytes in free extents */
 static size_t pym_large_live_count;
 static size_t pym_large_live_bytes;
@@ -310,8 +334,106 @@ static pym_large_t *pym_take_free_locked(size_t bytes, size_t requested, pym_lar
     return large;
 }
 
-static void pym_unpark(pym_large_t *large, uint64_t freed_ms);
+static PYM_NOINLINE void pym_unpark(pym_large_t *large, uint64_t freed_ms);
 static void pym_free_descriptors(pym_large_t *dead);
+
+/* ---- parking slots (the handshake above) ----------------------------------------- */
+/* The first park turns the handshake on: one system call in a process
+ * that frees a large block, none in one that never does.  Tried once. */
+static void pym_large_enable_fence(void)
+{
+    if (__atomic_exchange_n(&pym_large_fence_tried, 1, __ATOMIC_RELAXED))
+        return;
+    if (pym_os_fence_register())
+        __atomic_store_n(&pym_large_slot_fenced, 1, __ATOMIC_RELEASE);
+}
+
+void pym_large_after_fork_child(void)
+{
+    /* The child's registration is its own: it tries again. */
+    __atomic_store_n(&pym_large_slot_fenced, 0, __ATOMIC_RELAXED);
+    pym_large_fence_tried = 0;
+}
+
+/* The owner puts `large` (NULL: nothing) into its heap's slot and gets what
+ * was there. */
+static PYM_ALWAYS_INLINE pym_large_t *pym_slot_swap_by_owner(pym_heap_t *heap, pym_large_t *large)
+{
+    if (PYM_LIKELY(__atomic_load_n(&pym_large_slot_fenced, __ATOMIC_RELAXED))) {
+        __atomic_store_n(&heap->large_busy, 1, __ATOMIC_RELAXED);
+        __atomic_signal_fence(__ATOMIC_SEQ_CST); /* the compiler keeps the order; the membarrier does the rest */
+        if (PYM_LIKELY(!__atomic_load_n(&heap->large_steal, __ATOMIC_ACQUIRE))) {
+            pym_large_t *old = __atomic_load_n(&heap->large_slot, __ATOMIC_RELAXED);
+            __atomic_store_n(&heap->large_slot, large, __ATOMIC_RELEASE);
+            __atomic_store_n(&heap->large_busy, 0, __ATOMIC_RELEASE);
+            return old;
+        }
+        __atomic_store_n(&heap->large_busy, 0, __ATOMIC_RELEASE);
+    }
+    return __atomic_exchange_n(&heap->large_slot, large, __ATOMIC_ACQ_REL);
+}
+
+/* The scavenger takes what another thread's slot holds into `*parked`:
+ * 1 when it did, 0 when the slot was empty, -1 when the owner was updating
+ * it right then (the next pass tries again). */
+static int pym_slot_take_by_scavenger(pym_heap_t *heap, pym_large_t **parked)
+{
+    *parked = NULL;
+    bool fenced = __atomic_load_n(&pym_large_slot_fenced, __ATOMIC_ACQUIRE);
+    if (fenced) {
+        __atomic_store_n(&heap->large_steal, 1, __ATOMIC_SEQ_CST);
+        pym_os_fence_all_threads();
+        if (__atomic_load_n(&heap->large_busy, __ATOMIC_ACQUIRE)) {
+            __atomic_store_n(&heap->large_steal, 0, __ATOMIC_RELEASE);
+            return -1;
+        }
+    }
+    *parked = __atomic_exchange_n(&heap->large_slot, NULL, __ATOMIC_ACQ_REL);
+    if (fenced)
+        __atomic_store_n(&heap->large_steal, 0, __ATOMIC_RELEASE);
+    return *parked != NULL;
+}
+
+int pym_large_steal_parked(pym_heap_t *heap, uint64_t freed_ms)
+{
+    pym_large_t *parked;
+    int taken = pym_slot_take_by_scavenger(heap, &parked);
+    if (taken > 0)
+        pym_unpark(parked, freed_ms);
+    return taken;
+}
+
+bool pym_large_park_fenced(void)
+{
+    return __atomic_load_n(&pym_large_slot_fenced, __ATOMIC_ACQUIRE);
+}
+
+/* The parked extent does not fit the request: it goes to the free extents
+ * (where the request may well find it). */
+static PYM_NOINLINE void *pym_unpark_unfit(pym_large_t *parked)
+{
+    pym_unpark(parked, 0);
+    return NULL;
+}
+
+void *pym_large_take_parked(size_t size)
+{
+    pym_heap_t *heap = pym_tls_heap; /* the start-up heap's slot is always empty */
+    if (__atomic_load_n(&heap->large_slot, __ATOMIC_RELAXED) == NULL)
+        return NULL;
+    pym_large_t *parked = pym_slot_swap_by_owner(heap, NULL);
+    if (parked == NULL) /* (the scavenger took it) */
+        return NULL;
+    if (PYM_LIKELY(size <= parked->size)) {
+        size_t bytes = pym_chunks_of(size) << PYM_CHUNK_SHIFT;
+        if (PYM_LIKELY(parked->size - bytes <= bytes / 4)) {
+            parked->requested = size;
+            __atomic_store_n(&parked->state, PYM_LARGE_LIVE, __ATOMIC_RELEASE);
+            return (void *)parked->base;
+        }
+    }
+    return pym_unpark_unfit(parked);
+}
 
 void *pym_large_alloc(size_t size, size_t alignment, bool zero)
 {
@@ -326,19 +448,12 @@ void *pym_large_alloc(size_t size, size_t alignment, bool zero)
     /* The extent this thread parked last, if it holds the request with at
      * most a quarter to spare: no lock.  Any other goes to the free extents
      * (where the request may well find it). */
-    pym_heap_t *heap = pym_heap_of_thread(); /* (a thread with large blocks only gets one here) */
-    if (heap != NULL && __atomic_load_n(&heap->large_slot, __ATOMIC_RELAXED) != NULL) {
-        pym_large_t *parked = __atomic_exchange_n(&heap->large_slot, NULL, __ATOMIC_ACQ_REL);
-        if (parked != NULL) {
-            if (parked->size >= bytes && parked->size - bytes <= bytes / 4) {
-                parked->requested = size;
-                __atomic_store_n(&parked->state, PYM_LARGE_LIVE, __ATOMIC_RELEASE);
-                if (zero)
-                    memset((void *)parked->base, 0, size);
-                return (void *)parked->base;
-            }
-            pym_unpark(parked, 0);
-        }
+    pym_heap_of_thread(); /* (a thread with large blocks only gets a heap here) */
+    void *parked = pym_large_take_parked(size);
+    if (parked != NULL) {
+        if (zero)
+            memset(parked, 0, size);
+        return parked;
     }
 
     /* A descriptor for the part of a free extent a split leaves over: a
@@ -443,7 +558,7 @@ static void pym_release_extent_unlock(pym_large_t *large, uint64_t now_ms, uint6
 /* A parked extent (taken out of its slot) goes to the free extents, freed
  * at `freed_ms` (0: now; the scavenger gives the time it saw it parked
  * since, and an extent parked for the decay time is unmapped at once). */
-static void pym_unpark(pym_large_t *large, uint64_t freed_ms)
+static PYM_NOINLINE void pym_unpark(pym_large_t *large, uint64_t freed_ms)
 {
     uint64_t now_ms = pym_os_now_ms();
     pthread_mutex_lock(&pym_large_lock);
@@ -452,24 +567,50 @@ static void pym_unpark(pym_large_t *large, uint64_t freed_ms)
     pym_release_extent_unlock(large, now_ms, freed_ms ? freed_ms : now_ms);
 }
 
+/* After a park that found the slot empty: a quiet thread must not keep a
+ * big extent for ever, so the scavenger is wanted (and may start here: no
+ * lock is held). */
+static PYM_NOINLINE void pym_large_parked_big(void)
+{
+    pym_scavenge_want();
+    pym_scavenge_poll();
+}
+
+static PYM_NOINLINE void pym_large_free_locked(pym_large_t *large, void *ptr);
+
 void pym_large_free(pym_large_t *large, void *ptr)
 {
     /* The common case first, without the lock: the thread parks the extent
      * in its heap's slot (the one parked before goes to the free extents),
      * and its next large request of about that size takes it back.  A live
-     * extent's fields are its owner's, the caller. */
-    pym_heap_t *heap = pym_heap_of_thread();
-    if (PYM_LIKELY((uintptr_t)ptr == large->base
-                   && __atomic_load_n(&large->state, __ATOMIC_ACQUIRE) == PYM_LARGE_LIVE && heap != NULL)) {
+     * extent's fields are its owner's, the caller.  Every call below is a
+     * tail call: this part needs no stack frame. */
+    pym_heap_t *heap = pym_tls_heap;
+    if (PYM_LIKELY(__atomic_load_n(&heap->state, __ATOMIC_RELAXED) == PYM_HEAP_LIVE && (uintptr_t)ptr == large->base
+                   && __atomic_load_n(&large->state, __ATOMIC_ACQUIRE) == PYM_LARGE_LIVE)) {
         __atomic_store_n(&large->state, PYM_LARGE_PARKED, __ATOMIC_RELEASE);
         __atomic_store_n(&heap->large_parks, heap->large_parks + 1, __ATOMIC_RELAXED); /* the scavenger ages it */
-        pym_large_t *previous = __atomic_exchange_n(&heap->large_slot, large, __ATOMIC_ACQ_REL);
+        if (PYM_UNLIKELY(!__atomic_load_n(&pym_large_fence_tried, __ATOMIC_RELAXED)))
+            pym_large_enable_fence();
+        bool big = large->size >= PYM_MiB; /* read first: once parked, the scavenger may take it */
+        pym_large_t *previous = pym_slot_swap_by_owner(heap, large);
         if (previous != NULL)
             pym_unpark(previous, 0);
-        else if (large->size >= PYM_MiB) {
-            pym_scavenge_want(); /* a quiet thread must not keep it for ever */
-            pym_scavenge_poll(); /* no lock held: the thread may start here */
-        }
+        else if (big)
+            pym_large_parked_big();
+        return;
+    }
+    pym_large_free_locked(large, ptr);
+}
+
+/* Every other free: a thread that has no heap yet (it gets one and parks),
+ * a direct block, an invalid pointer. */
+static PYM_NOINLINE void pym_large_free_locked(pym_large_t *large, void *ptr)
+{
+    pym_heap_t *heap = pym_heap_of_thread();
+    if (heap != NULL && (uintptr_t)ptr == large->base
+        && __atomic_load_n(&large->state, __ATOMIC_ACQUIRE) == PYM_LARGE_LIVE) {
+        pym_large_free(large, ptr); /* the heap is live now */
         return;
     }
     pthread_mutex_lock(&pym_large_lock);
@@ -511,7 +652,6 @@ void pym_large_unpark_heap(pym_heap_t *heap, uint64_t now_ms, bool only_decayed)
 {
     if (__atomic_load_n(&heap->large_slot, __ATOMIC_ACQUIRE) == NULL)
         return;
-    uint64_t freed_ms = 0;
     if (only_decayed) {
         /* The park path reads no clock: an extent counts as parked since the
          * pass that first saw the heap's park count where it is now. */
@@ -521,13 +661,13 @@ void pym_large_unpark_heap(pym_heap_t *heap, uint64_t now_ms, bool only_decayed)
             heap->large_parks_seen_ms = now_ms;
             return;
         }
-        if (now_ms - heap->large_parks_seen_ms < pym_options.decay_ms)
-            return;
-        freed_ms = heap->large_parks_seen_ms;
+        if (now_ms - heap->large_parks_seen_ms >= pym_options.decay_ms)
+            pym_large_steal_parked(heap, heap->large_parks_seen_ms);
+        return;
     }
-    pym_large_t *parked = __atomic_exchange_n(&heap->large_slot, NULL, __ATOMIC_ACQ_REL);
-    if (parked != NULL) /* (its thread may have taken it meanwhile) */
-        pym_unpark(parked, freed_ms);
+    pym_large_t *parked = pym_slot_swap_by_owner(heap, NULL);
+    if (parked != NULL)
+        pym_unpark(parked, 0);
 }
 
 size_t pym_large_usable_size(const pym_large_t *large, const void *ptr)

@@ -14,7 +14,10 @@
  * NULL from malloc.
  *
  * It also reads the clock (pym_os_now_ms) and the process's thread count
- * (pym_os_thread_count, for the scavenger).
+ * (pym_os_thread_count, for the scavenger), and makes the asymmetric fence
+ * that lets a thread heap's owner update its large-extent slot with plain
+ * loads and stores (pym_os_fence_register, pym_os_fence_all_threads: the
+ * membarrier system call, large.c explains the protocol).
  *
  * Every memory system call made here is counted (pym_os_counters: mmap, munmap,
  * madvise, mremap), for the statistics and the tests that check a steady
@@ -27,7 +30,9 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/membarrier.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -230,6 +235,28 @@ uint64_t pym_os_now_ms(void)
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &now); /* vDSO: no system call */
     return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+}
+
+bool pym_os_fence_register(void)
+{
+#ifdef SYS_membarrier
+    /* Registered once per process (a forked child must register again);
+     * kernels before 4.14, or a seccomp filter, refuse it. */
+    return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+#else
+    return false;
+#endif
+}
+
+void pym_os_fence_all_threads(void)
+{
+#ifdef SYS_membarrier
+    /* Every running thread of the process executes a full memory barrier
+     * before this returns (an IPI to the CPUs running one). */
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)
+        pym_fatal("pymalloc: membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) failed after registration (errno %d)",
+                  errno);
+#endif
 }
 
 long pym_os_thread_count(void)
