@@ -510,12 +510,13 @@ static PYM_ALWAYS_INLINE pym_cache_bin_t *pym_bin_of_class(unsigned size_class)
  * when a chunk in their range is first mapped, pages touched only where
  * pools are).  Entries are set when a pool or span starts serving a class
  * and cleared when it stops, by the thread that owns it; free reads them
- * without a lock.  free reads the root through pym_pagemap_view, which
- * points to an all-NULL root while hooks are installed (then every free
- * takes its slow path, which reports it). */
+ * without a lock.  While hooks are installed the block grid below is all
+ * ones, so that every free fails the grid test and takes its slow path
+ * (which reports it): the root is a static array, one load fewer in free's
+ * chain of dependent loads than reading it through a pointer. */
 #define PYM_PAGEMAP_LEAF_SIZE ((size_t)1 << (PYM_PAGEMAP_LEAF_SHIFT - PYM_POOL_SHIFT))
 #define PYM_PAGEMAP_ROOT_SIZE ((size_t)1 << (PYM_ADDRESS_BITS - PYM_PAGEMAP_LEAF_SHIFT))
-PYM_INTERNAL extern pym_bin_offset_t **pym_pagemap_view;
+PYM_INTERNAL extern pym_bin_offset_t *pym_pagemap_root[];
 
 /* The bin of the page holding `address`; 0 when it holds no small or medium block. */
 static PYM_ALWAYS_INLINE pym_bin_offset_t pym_pagemap_lookup(uintptr_t address)
@@ -523,8 +524,7 @@ static PYM_ALWAYS_INLINE pym_bin_offset_t pym_pagemap_lookup(uintptr_t address)
     uintptr_t root_index = address >> PYM_PAGEMAP_LEAF_SHIFT;
     if (PYM_UNLIKELY(root_index >= PYM_PAGEMAP_ROOT_SIZE))
         return 0;
-    pym_bin_offset_t **root = __atomic_load_n(&pym_pagemap_view, __ATOMIC_RELAXED);
-    pym_bin_offset_t *leaf = __atomic_load_n(&root[root_index], __ATOMIC_ACQUIRE);
+    pym_bin_offset_t *leaf = __atomic_load_n(&pym_pagemap_root[root_index], __ATOMIC_ACQUIRE);
     if (PYM_UNLIKELY(leaf == NULL))
         return 0;
     return __atomic_load_n(&leaf[(uint32_t)address >> PYM_POOL_SHIFT], __ATOMIC_RELAXED);
@@ -536,13 +536,17 @@ PYM_INTERNAL bool pym_pagemap_prepare(uintptr_t base, size_t size);
 PYM_INTERNAL void pym_pagemap_set(uintptr_t base, size_t size, pym_bin_offset_t bin);
 /* Route free through its slow path (hooks installed) or not. */
 PYM_INTERNAL void pym_pagemap_route(bool hooked);
+/* The block grid of the alignment mode (16 or 8; pym_classes_init). */
+PYM_INTERNAL void pym_pagemap_set_grid(uintptr_t alignment);
 /* Under pym_arena_lock: give back the pages of the map that describe no
  * chunk in use any more; returns the bytes released. */
 PYM_INTERNAL size_t pym_pagemap_decay_locked(void);
 
 /* Lowest address bits that are zero in every block start of the alignment
  * mode (15 for 16, 7 for 8): free's fast path sends any other pointer to
- * the slow path, which names the interior pointer. */
+ * the slow path, which names the interior pointer.  All ones while hooks
+ * are installed (pym_pagemap_route): no pointer but NULL passes, and NULL
+ * is in no page of the map. */
 PYM_INTERNAL extern uintptr_t pym_block_grid;
 static PYM_ALWAYS_INLINE bool pym_on_block_grid(uintptr_t address)
 {

@@ -21,16 +21,15 @@
  * slow path, or, for a block that is not live -- a double free --, into a
  * bin where the proof made when it leaves the bin finds it).
  *
- * While allocation hooks are installed free reads an all-NULL root instead
- * (pym_pagemap_view), so every free reaches its slow path without a flag
- * test on the fast path.
+ * While allocation hooks are installed the block grid is all ones
+ * (pym_pagemap_route), so every free reaches its slow path without a flag
+ * test of its own on the fast path.
  */
 #include "internal.h"
 
-static pym_bin_offset_t *pym_pagemap_root[PYM_PAGEMAP_ROOT_SIZE];
-static pym_bin_offset_t *pym_pagemap_hooked_root[PYM_PAGEMAP_ROOT_SIZE]; /* always NULL */
-pym_bin_offset_t **pym_pagemap_view = pym_pagemap_root;
+pym_bin_offset_t *pym_pagemap_root[PYM_PAGEMAP_ROOT_SIZE];
 uintptr_t pym_block_grid = 15;
+static uintptr_t pym_block_grid_unhooked = 15; /* the alignment mode's grid (pym_pagemap_set_grid) */
 
 #define PYM_PAGEMAP_LEAF_BYTES (PYM_PAGEMAP_LEAF_SIZE * sizeof(pym_bin_offset_t))
 #define PYM_PAGEMAP_LEAF_PAGES (PYM_PAGEMAP_LEAF_BYTES / PYM_POOL_SIZE) /* 1024 pages of entries per leaf */
@@ -120,7 +119,13 @@ size_t pym_pagemap_decay_locked(void)
     return released;
 }
 
+void pym_pagemap_set_grid(uintptr_t alignment)
+{
+    pym_block_grid_unhooked = alignment - 1;
+    __atomic_store_n(&pym_block_grid, alignment - 1, __ATOMIC_RELAXED);
+}
+
 void pym_pagemap_route(bool hooked)
 {
-    __atomic_store_n(&pym_pagemap_view, hooked ? pym_pagemap_hooked_root : pym_pagemap_root, __ATOMIC_RELEASE);
+    __atomic_store_n(&pym_block_grid, hooked ? ~(uintptr_t)0 : pym_block_grid_unhooked, __ATOMIC_RELEASE);
 }

@@ -91,7 +91,7 @@ void pym_classes_init(unsigned alignment)
             size_class++; /* 1..8 -> 16-byte class, 17..24 -> 32, 33..40 -> 48, ... */
         pym_small_class_of[units] = (uint8_t)size_class;
     }
-    __atomic_store_n(&pym_block_grid, (uintptr_t)alignment - 1, __ATOMIC_RELAXED);
+    pym_pagemap_set_grid((uintptr_t)alignment);
 }
 
 /* The bin offsets of this library's static TLS block: the same in every
