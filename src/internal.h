@@ -79,6 +79,7 @@
 #define PYM_CACHE_SLOTS          64       /* most blocks a thread cache bin holds (small classes get all) */
 #define PYM_SIZE_TABLE_MAX       4096     /* malloc finds the bin of a request up to this size with one table load */
 #define PYM_MEDIUM_TABLE_SHIFT   7        /* above it, with one load indexed by size / 128 (medium sizes are multiples of 128) */
+#define PYM_POOL_PREFETCH_MIN    8        /* a refill taking this many blocks of a pool's free list prefetches the pool */
 #define PYM_CACHE_CLASS_BYTES    (16 * PYM_KiB) /* a medium class's bin holds at most this many bytes of blocks (at least one) */
 #define PYM_HEAP_POOL_BATCH      8        /* fresh pools a heap takes per arena-lock acquisition */
 #define PYM_SPAN_FREE_WORDS      7        /* words of a medium span's free bitmap (409 blocks of 640 B at most) */

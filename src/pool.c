@@ -221,6 +221,18 @@ unsigned pym_pool_take(pym_pool_t *pool, void **out, unsigned want)
         void *listed[PYM_CACHE_SLOTS];
         unsigned from_list = 0;
         pym_block_t *block = pool->free;
+        /* The free list is a chain of dependent loads through blocks that
+         * may have left the cache long ago (a heap of a million blocks): a
+         * miss per block, one after the other.  When several blocks are to
+         * be taken, ask for every line of the pool's carved part at once
+         * instead: the misses overlap, and the walk then hits. */
+        uint32_t carved = pym_pool_info(pool)->carved;
+        if (block != NULL && want >= PYM_POOL_PREFETCH_MIN && carved - pool->used >= PYM_POOL_PREFETCH_MIN) {
+            const char *line = (const char *)((uintptr_t)pym_pool_first_block(pool) & ~(uintptr_t)63);
+            const char *end = pym_pool_first_block(pool) + (size_t)carved * pym_classes[pool->size_class].block_size;
+            for (; line < end; line += 64)
+                __builtin_prefetch(line, 1);
+        }
         while (block != NULL && from_list < want && from_list < PYM_CACHE_SLOTS) {
             listed[from_list++] = block;
             block = block->next;
