@@ -702,9 +702,10 @@ PYM_INTERNAL uint64_t pym_os_now_ms(void);
 /* Threads in the process, 0 when it cannot be read (no /proc). */
 PYM_INTERNAL long pym_os_thread_count(void);
 /* The asymmetric fence (membarrier): register the process for it (false:
- * not available), then make every running thread execute a full barrier. */
+ * not available), then make every running thread execute a full barrier
+ * (false: the kernel refused, no barrier was made). */
 PYM_INTERNAL bool pym_os_fence_register(void);
-PYM_INTERNAL void pym_os_fence_all_threads(void);
+PYM_INTERNAL bool pym_os_fence_all_threads(void);
 enum pym_os_call { PYM_OS_MMAP, PYM_OS_MUNMAP, PYM_OS_MADVISE, PYM_OS_MREMAP, PYM_OS_CALL_KINDS };
 /* System calls of each kind made so far. */
 PYM_INTERNAL void pym_os_counters(size_t out[PYM_OS_CALL_KINDS]);

@@ -27,9 +27,8 @@
  *              back as a free extent;
  *   park:      a thread keeps the extent it freed last in its heap's slot
  *              and its next large request of about that size takes it back
- *              without a lock and, once the scavenger runs, without an
- *              atomic read-modify-write (a malloc/free loop of one buffer:
- *              below);
+ *              without a lock and without an atomic read-modify-write
+ *              (a malloc/free loop of one buffer: the handshake below);
  *   decay:     free extents unused for PYMALLOC_DECAY_MS (1 s) are unmapped
  *              -- at the next large free, and by the background scavenger
  *              (scavenge.c) when the program has gone quiet.  No byte
@@ -382,8 +381,9 @@ static int pym_slot_take_by_scavenger(pym_heap_t *heap, pym_large_t **parked)
     bool fenced = __atomic_load_n(&pym_large_slot_fenced, __ATOMIC_ACQUIRE);
     if (fenced) {
         __atomic_store_n(&heap->large_steal, 1, __ATOMIC_SEQ_CST);
-        pym_os_fence_all_threads();
-        if (__atomic_load_n(&heap->large_busy, __ATOMIC_ACQUIRE)) {
+        /* Without the barrier (refused after the registration: never seen)
+         * the owner's plain update cannot be excluded: leave the slot. */
+        if (!pym_os_fence_all_threads() || __atomic_load_n(&heap->large_busy, __ATOMIC_ACQUIRE)) {
             __atomic_store_n(&heap->large_steal, 0, __ATOMIC_RELEASE);
             return -1;
         }
@@ -583,8 +583,8 @@ void pym_large_free(pym_large_t *large, void *ptr)
     /* The common case first, without the lock: the thread parks the extent
      * in its heap's slot (the one parked before goes to the free extents),
      * and its next large request of about that size takes it back.  A live
-     * extent's fields are its owner's, the caller.  Every call below is a
-     * tail call: this part needs no stack frame. */
+     * extent's fields are its owner's, the caller.  What is rare is in
+     * functions of its own, so that this part stays small. */
     pym_heap_t *heap = pym_tls_heap;
     if (PYM_LIKELY(__atomic_load_n(&heap->state, __ATOMIC_RELAXED) == PYM_HEAP_LIVE && (uintptr_t)ptr == large->base
                    && __atomic_load_n(&large->state, __ATOMIC_ACQUIRE) == PYM_LARGE_LIVE)) {

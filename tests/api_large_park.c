@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "testlib.h"
 #include "pymalloc.h"
 
 #define MiB ((size_t)1 << 20)
@@ -128,37 +129,6 @@ static void check_idle_thread_gives_back(void)
 
 static atomic_ullong damaged, failed, blocks_checked;
 
-static double now_seconds(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
-}
-
-static uint64_t next_random(uint64_t *state)
-{
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    return *state;
-}
-
-/* Writes the tag into the first and last word of every 4 KiB page and
- * checks them all: a page lost to an unmap would fault, a block shared
- * with the other thread would show the other tag. */
-static bool fill_and_check(uint64_t *words, size_t bytes, uint64_t tag)
-{
-    size_t count = bytes / sizeof(uint64_t), step = 4096 / sizeof(uint64_t);
-    for (size_t i = 0; i < count; i += step) {
-        words[i] = tag ^ i;
-        words[i + step - 1] = tag + i;
-    }
-    for (size_t i = 0; i < count; i += step)
-        if (words[i] != (tag ^ i) || words[i + step - 1] != tag + i)
-            return false;
-    return true;
-}
-
 static void *burst_worker(void *arg)
 {
     uint64_t seed = (uint64_t)(uintptr_t)arg * 0x9E3779B97F4A7C15ull + 1;
@@ -166,8 +136,8 @@ static void *burst_worker(void *arg)
     double end = now_seconds() + BURST_SECONDS;
     uint64_t tag = (uint64_t)(uintptr_t)arg << 48;
     while (now_seconds() < end) {
-        unsigned rounds = 1 + (unsigned)(next_random(&seed) % 200);
-        size_t size = sizes[next_random(&seed) % 4];
+        unsigned rounds = 1 + (unsigned)(rng_next(&seed) % 200);
+        size_t size = sizes[rng_next(&seed) % 4];
         for (unsigned r = 0; r < rounds; r++) {
             uint64_t *block = malloc(size);
             if (block == NULL) {
@@ -175,12 +145,12 @@ static void *burst_worker(void *arg)
                 continue;
             }
             tag++;
-            if (!fill_and_check(block, size, tag))
+            if (!page_tags_fill_and_check(block, size, tag))
                 atomic_fetch_add(&damaged, 1);
             atomic_fetch_add(&blocks_checked, 1);
             free(block);
         }
-        sleep_ms((long)(next_random(&seed) % 41)); /* 0..40 ms: the scavenger (decay 20 ms) takes the parked extent */
+        sleep_ms((long)(rng_next(&seed) % 41)); /* 0..40 ms: the scavenger (decay 20 ms) takes the parked extent */
     }
     return NULL;
 }

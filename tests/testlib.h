@@ -11,6 +11,8 @@
  *                               a block of >= 8 bytes holding its 64-bit tag
  *                               in the first word and a byte derived from
  *                               the tag everywhere else
+ *   page_tags_fill_and_check(block, bytes, tag)
+ *                               the same for big blocks, two words a page
  *   tagged_block_t              { block, size, tag } of a pattern-filled block;
  *   tagged_realloc(b, size, &intact)
  *                               realloc one, check the kept prefix, refill it
@@ -107,6 +109,24 @@ static inline bool pattern_ok(const void *block, size_t size, uint64_t tag)
     if (stored != tag)
         return false;
     return bytes_all((const char *)block + sizeof(tag), size - sizeof(tag), fill_byte_of(tag));
+}
+
+/* Large blocks, cheaply: a value derived from the tag in the first and
+ * the last word of every 4 KiB page of the first `bytes` (a multiple of
+ * 4096), then all of them checked.  A page lost to an unmap faults; a
+ * block shared with another thread shows that thread's tag. */
+static inline bool page_tags_fill_and_check(void *block, size_t bytes, uint64_t tag)
+{
+    uint64_t *words = (uint64_t *)block;
+    size_t count = bytes / sizeof(uint64_t), step = 4096 / sizeof(uint64_t);
+    for (size_t i = 0; i < count; i += step) {
+        words[i] = tag ^ i;
+        words[i + step - 1] = tag + i;
+    }
+    for (size_t i = 0; i < count; i += step)
+        if (words[i] != (tag ^ i) || words[i + step - 1] != tag + i)
+            return false;
+    return true;
 }
 
 /* ---- tagged blocks ------------------------------------------------------------------ */

@@ -31,6 +31,7 @@
 
 #include "internal.h"
 #include "check.h"
+#include "testlib.h"
 
 #define RUN_SECONDS 1.5
 
@@ -38,27 +39,6 @@ static pym_heap_t *_Atomic owner_heap;
 static atomic_bool stop;
 static atomic_ullong owner_pairs, owner_damaged, stealer_damaged, failures;
 static unsigned long long taken, empty, busy;
-
-static double now_seconds(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
-}
-
-/* The tag in the first and last word of every page, then checked. */
-static bool fill_and_check(uint64_t *words, size_t bytes, uint64_t tag)
-{
-    size_t count = bytes / sizeof(uint64_t), step = 4096 / sizeof(uint64_t);
-    for (size_t i = 0; i < count; i += step) {
-        words[i] = tag ^ i;
-        words[i + step - 1] = tag + i;
-    }
-    for (size_t i = 0; i < count; i += step)
-        if (words[i] != (tag ^ i) || words[i + step - 1] != tag + i)
-            return false;
-    return true;
-}
 
 static void *owner_main(void *unused)
 {
@@ -77,7 +57,7 @@ static void *owner_main(void *unused)
         /* Most pairs only touch the block's first page: the race is in the
          * handshake, which runs twice per pair. */
         size_t checked = pair % 64 == 0 ? size : 4096;
-        if (!fill_and_check(block, checked, ++tag))
+        if (!page_tags_fill_and_check(block, checked, ++tag))
             atomic_fetch_add(&owner_damaged, 1);
         pym_free(block);
         atomic_fetch_add_explicit(&owner_pairs, 1, memory_order_relaxed);
@@ -109,7 +89,7 @@ int main(void)
                 atomic_fetch_add(&failures, 1);
             else {
                 size_t checked = round % 64 == 0 ? 256 * PYM_KiB : 4096;
-                if (!fill_and_check(block, checked, ++tag))
+                if (!page_tags_fill_and_check(block, checked, ++tag))
                     atomic_fetch_add(&stealer_damaged, 1);
                 pym_free(block);
             }
