@@ -108,7 +108,7 @@ typedef struct pym_stats {
     size_t large_count;               /* live large blocks */
     size_t large_bytes;               /* bytes mapped for live large blocks */
     size_t large_cached_bytes;        /* bytes of freed large mappings kept for reuse */
-    size_t large_peak_bytes;          /* most bytes in large mappings at once */
+    size_t large_peak_bytes;          /* most bytes in large mappings at once (live and kept for reuse) */
     size_t mapped_bytes;              /* all bytes pymalloc has mapped now */
     size_t mapped_peak_bytes;         /* most bytes mapped at once */
     size_t heaps_live;                /* thread heaps in use */

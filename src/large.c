@@ -89,7 +89,7 @@ static int pym_large_fence_tried;            /* the registration was tried (atom
 static size_t pym_free_bytes;                /* bytes in free extents */
 static size_t pym_large_live_count;
 static size_t pym_large_live_bytes;
-static size_t pym_large_peak_bytes;
+static size_t pym_large_peak_bytes;          /* most bytes in large mappings (live and free extents) at once */
 
 _Static_assert(PYM_LARGE_BINS % 64 == 0, "the bin bitmap has whole words");
 
@@ -248,12 +248,21 @@ static void pym_spare_put_locked(pym_large_t *descriptor, pym_large_t **overflow
 }
 
 /* ---- counters ------------------------------------------------------------------- */
+/* The peak of the bytes in large mappings: live (parked included) and free
+ * extents, what is mapped for large blocks.  Called where live bytes grow;
+ * taking a free extent moves bytes from free to live and changes nothing. */
+static void pym_note_peak_locked(void)
+{
+    size_t mapped = pym_large_live_bytes + pym_free_bytes;
+    if (mapped > pym_large_peak_bytes)
+        pym_large_peak_bytes = mapped;
+}
+
 static void pym_count_live_locked(size_t bytes)
 {
     pym_large_live_count++;
     pym_large_live_bytes += bytes;
-    if (pym_large_live_bytes > pym_large_peak_bytes)
-        pym_large_peak_bytes = pym_large_live_bytes;
+    pym_note_peak_locked();
 }
 
 /* Under the lock: take the free extents to unmap -- those unused for the
@@ -737,8 +746,7 @@ static void *pym_direct_realloc(pym_large_t *large, void *ptr, size_t size)
     large->size = new_size;
     large->requested = size;
     pym_large_live_bytes = pym_large_live_bytes - old_size + new_size;
-    if (pym_large_live_bytes > pym_large_peak_bytes)
-        pym_large_peak_bytes = pym_large_live_bytes;
+    pym_note_peak_locked();
     pthread_mutex_unlock(&pym_large_lock);
     return (void *)new_base;
 }
@@ -769,8 +777,7 @@ static bool pym_grow_into_next_locked(pym_large_t *large, size_t bytes, pym_larg
     pym_chunkmap_set(after->base, wanted, pym_large_entry(large));
     large->size += wanted;
     pym_large_live_bytes += wanted;
-    if (pym_large_live_bytes > pym_large_peak_bytes)
-        pym_large_peak_bytes = pym_large_live_bytes;
+    pym_note_peak_locked();
     if (after->size > wanted) { /* the rest of it stays free, as old as it was */
         after->base += wanted;
         after->size -= wanted;
