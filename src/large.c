@@ -348,9 +348,10 @@ static void pym_free_descriptors(pym_large_t *dead);
 /* ---- parking slots (the handshake above) ----------------------------------------- */
 /* The first park turns the handshake on: one system call in a process
  * that frees a large block, none in one that never does.  Tried once. */
-static void pym_large_enable_fence(void)
+static PYM_NOINLINE void pym_large_enable_fence(void)
 {
-    if (__atomic_exchange_n(&pym_large_fence_tried, 1, __ATOMIC_RELAXED))
+    if (__atomic_load_n(&pym_large_fence_tried, __ATOMIC_RELAXED)
+        || __atomic_exchange_n(&pym_large_fence_tried, 1, __ATOMIC_RELAXED))
         return;
     if (pym_os_fence_register())
         __atomic_store_n(&pym_large_slot_fenced, 1, __ATOMIC_RELEASE);
@@ -585,41 +586,49 @@ static PYM_NOINLINE void pym_large_parked_big(void)
     pym_scavenge_poll();
 }
 
+/* Park a live extent the caller frees in its heap's slot; the one parked
+ * before goes to the free extents.  Every call in it is a tail call. */
+static PYM_ALWAYS_INLINE void pym_park(pym_heap_t *heap, pym_large_t *large)
+{
+    __atomic_store_n(&large->state, PYM_LARGE_PARKED, __ATOMIC_RELEASE);
+    __atomic_store_n(&heap->large_parks, heap->large_parks + 1, __ATOMIC_RELAXED); /* the scavenger ages it */
+    bool big = large->size >= PYM_MiB; /* read first: once parked, the scavenger may take it */
+    pym_large_t *previous = pym_slot_swap_by_owner(heap, large);
+    if (previous != NULL)
+        pym_unpark(previous, 0);
+    else if (big)
+        pym_large_parked_big();
+}
+
 static PYM_NOINLINE void pym_large_free_locked(pym_large_t *large, void *ptr);
 
 void pym_large_free(pym_large_t *large, void *ptr)
 {
     /* The common case first, without the lock: the thread parks the extent
-     * in its heap's slot (the one parked before goes to the free extents),
      * and its next large request of about that size takes it back.  A live
-     * extent's fields are its owner's, the caller.  What is rare is in
-     * functions of its own, so that this part stays small. */
+     * extent's fields are its owner's, the caller.  Anything else -- no
+     * heap yet, the handshake not on yet -- goes to a function of its own,
+     * so that this part needs no stack frame. */
     pym_heap_t *heap = pym_tls_heap;
     if (PYM_LIKELY(__atomic_load_n(&heap->state, __ATOMIC_RELAXED) == PYM_HEAP_LIVE && (uintptr_t)ptr == large->base
-                   && __atomic_load_n(&large->state, __ATOMIC_ACQUIRE) == PYM_LARGE_LIVE)) {
-        __atomic_store_n(&large->state, PYM_LARGE_PARKED, __ATOMIC_RELEASE);
-        __atomic_store_n(&heap->large_parks, heap->large_parks + 1, __ATOMIC_RELAXED); /* the scavenger ages it */
-        if (PYM_UNLIKELY(!__atomic_load_n(&pym_large_fence_tried, __ATOMIC_RELAXED)))
-            pym_large_enable_fence();
-        bool big = large->size >= PYM_MiB; /* read first: once parked, the scavenger may take it */
-        pym_large_t *previous = pym_slot_swap_by_owner(heap, large);
-        if (previous != NULL)
-            pym_unpark(previous, 0);
-        else if (big)
-            pym_large_parked_big();
+                   && __atomic_load_n(&large->state, __ATOMIC_ACQUIRE) == PYM_LARGE_LIVE
+                   && __atomic_load_n(&pym_large_slot_fenced, __ATOMIC_RELAXED))) {
+        pym_park(heap, large);
         return;
     }
     pym_large_free_locked(large, ptr);
 }
 
-/* Every other free: a thread that has no heap yet (it gets one and parks),
- * a direct block, an invalid pointer. */
+/* Every other free: the first park (it turns the handshake on), a thread
+ * that has no heap yet (it gets one), a kernel without membarrier (parks
+ * with an exchange), a direct block, an invalid pointer. */
 static PYM_NOINLINE void pym_large_free_locked(pym_large_t *large, void *ptr)
 {
     pym_heap_t *heap = pym_heap_of_thread();
     if (heap != NULL && (uintptr_t)ptr == large->base
         && __atomic_load_n(&large->state, __ATOMIC_ACQUIRE) == PYM_LARGE_LIVE) {
-        pym_large_free(large, ptr); /* the heap is live now */
+        pym_large_enable_fence(); /* (returns at once after the first try) */
+        pym_park(heap, large);
         return;
     }
     pthread_mutex_lock(&pym_large_lock);
@@ -795,8 +804,16 @@ void *pym_large_realloc(pym_large_t *large, void *ptr, size_t size)
                      || (large->state != PYM_LARGE_LIVE && large->state != PYM_LARGE_DIRECT)))
         pym_fatal("pymalloc: realloc(): invalid pointer %p: not a live large block", ptr);
     size_t old_usable = pym_large_usable_size(large, ptr);
-    if (size <= PYM_MEDIUM_MAX)
+    if (size <= PYM_MEDIUM_MAX) {
+        /* A small block in a large extent (an over-aligned request) stays
+         * where it is if it keeps more than half of what it may use:
+         * realloc within the class of its usable size does not move. */
+        if (size <= old_usable && size > old_usable / 2) {
+            large->requested = size;
+            return ptr;
+        }
         return pym_large_move(ptr, old_usable, size);
+    }
     if (size > PTRDIFF_MAX - PYM_CHUNK_SIZE) {
         errno = ENOMEM;
         return NULL;

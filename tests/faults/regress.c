@@ -14,6 +14,15 @@
  *       copy of whatever mapping follows.  (Fixed in pym_large_realloc: it
  *       copies what the mapping holds.)
  *
+ *   large-small-realloc-in-class
+ *       (found by fuzz_alloc, corpus/crash-large-small-realloc-in-class)
+ *       A small request aligned to a chunk is a large extent whose usable
+ *       size is its request rounded to pages (4 KiB for 3000 bytes).  realloc
+ *       of it to a size of the same class as that usable size (3840: the
+ *       4096-byte class) moved it, although a realloc within a class keeps
+ *       the block.  (Fixed in pym_large_realloc: a block that keeps more
+ *       than half of its usable size stays.)
+ *
  * The out-of-memory abort in realloc (chunk-map leaf) is reproduced by
  * tests/faults/oom (scenario realloc-new-leaf): it needs the failure
  * injection build.
@@ -63,6 +72,31 @@ static int large_aligned_realloc_to_medium(void)
     return failures == 0 ? 0 : 1;
 }
 
+/* ---- large-small-realloc-in-class ------------------------------------------------- */
+static int large_small_realloc_in_class(void)
+{
+    int failures = 0;
+    char *p = pym_aligned_alloc(256u << 10, 3000);
+    if (p == NULL || pym_usable_size(p) != 4096) {
+        fprintf(stderr, "aligned_alloc(256 KiB, 3000) = %p, usable %zu (want 4096)\n", (void *)p,
+                p ? pym_usable_size(p) : 0);
+        return 1;
+    }
+    sampled_fill(p, 3000, 2000);
+    char *q = pym_realloc(p, 3840); /* the 4096-byte class: stays */
+    if (q != p || !sampled_ok(q, 3000, 2000)) {
+        fprintf(stderr, "realloc(%p, 3840) = %p (want the same block, contents kept)\n", (void *)p, (void *)q);
+        failures++;
+    }
+    char *r = pym_realloc(q, 100); /* far below: may move, keeps the first 100 bytes */
+    if (r == NULL || !sampled_ok_prefix(r, 3000, 2000, 100)) {
+        fprintf(stderr, "realloc(%p, 100) = %p: %s\n", (void *)q, (void *)r, r == NULL ? "NULL" : "contents lost");
+        failures++;
+    }
+    pym_free(r);
+    return failures == 0 ? 0 : 1;
+}
+
 /* ---- driver --------------------------------------------------------------------------- */
 typedef struct regression {
     const char *name;
@@ -71,6 +105,7 @@ typedef struct regression {
 
 static const regression_t regressions[] = {
     {"large-aligned-realloc-to-medium", large_aligned_realloc_to_medium},
+    {"large-small-realloc-in-class", large_small_realloc_in_class},
 };
 
 int main(void)
