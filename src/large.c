@@ -575,6 +575,11 @@ static PYM_NOINLINE void pym_unpark(pym_large_t *large, uint64_t freed_ms)
     pym_large_live_count--;
     pym_large_live_bytes -= large->size;
     pym_release_extent_unlock(large, now_ms, freed_ms ? freed_ms : now_ms);
+    /* Now a free extent, which must decay even if nobody frees a large block
+     * again: extents parked below 1 MiB never asked for the scavenger, and
+     * threads that exit unpark theirs here.  No lock is held. */
+    pym_scavenge_wake();
+    pym_scavenge_poll();
 }
 
 /* After a park that found the slot empty: a quiet thread must not keep a

@@ -18,7 +18,9 @@
  *      every block still holds the pattern its thread wrote (a block taken
  *      by the scavenger while its thread used it would be unmapped -- a
  *      crash -- or handed to the other thread, whose pattern would show);
- *      afterwards, idle, nothing stays cached.
+ *      afterwards, idle and the threads gone, less than 1 MiB stays cached
+ *      (the background thread's start threshold: extents the exiting
+ *      threads unparked below it may wait for the next large free).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -50,11 +52,14 @@ static pym_stats_t stats_now(void)
     return stats;
 }
 
-/* Wait up to `limit_ms` for every large extent to be given back. */
-static bool cached_bytes_reach_zero(long limit_ms)
+#define PYMALLOC_SCAVENGE_START MiB /* src/scavenge.c's PYM_SCAVENGE_START_BYTES */
+
+/* Wait up to `limit_ms` for the bytes of free and parked large extents to
+ * fall below `bound`. */
+static bool cached_bytes_below(size_t bound, long limit_ms)
 {
     for (long waited = 0; waited <= limit_ms; waited += 10) {
-        if (stats_now().large_cached_bytes == 0)
+        if (stats_now().large_cached_bytes < bound)
             return true;
         sleep_ms(10);
     }
@@ -113,7 +118,7 @@ static void check_idle_thread_gives_back(void)
     size_t mapped_parked = stats_now().mapped_bytes;
     CHECK(mapped_parked >= mapped_before + 4 * MiB, "the parked 4 MiB extent is mapped (%zu -> %zu bytes)",
           mapped_before, mapped_parked);
-    CHECK(cached_bytes_reach_zero(3000), "the idle thread's parked extent is given back within 3 s (%zu bytes kept)",
+    CHECK(cached_bytes_below(1, 3000), "the idle thread's parked extent is given back within 3 s (%zu bytes kept)",
           stats_now().large_cached_bytes);
     size_t mapped_taken = stats_now().mapped_bytes;
     CHECK(mapped_taken + 4 * MiB <= mapped_parked, "its 4 MiB are unmapped (%zu -> %zu bytes)", mapped_parked,
@@ -167,7 +172,10 @@ static void check_bursts_against_the_scavenger(void)
     CHECK(atomic_load(&damaged) == 0, "%llu blocks lost their pattern", atomic_load(&damaged));
     CHECK(atomic_load(&failed) == 0, "%llu allocations failed", atomic_load(&failed));
     CHECK(atomic_load(&blocks_checked) > 100, "the threads made %llu blocks", atomic_load(&blocks_checked));
-    CHECK(cached_bytes_reach_zero(3000), "idle again, every extent is given back within 3 s (%zu bytes kept)",
+    /* The background thread starts only for 1 MiB or more waiting to decay
+     * (scavenge.c: a short program never gets one); less may stay. */
+    CHECK(cached_bytes_below(PYMALLOC_SCAVENGE_START, 3000),
+          "idle again, the extents are given back within 3 s down to less than 1 MiB (%zu bytes kept)",
           stats_now().large_cached_bytes);
 }
 
