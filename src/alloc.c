@@ -106,12 +106,7 @@ void pym_free_slow(void *ptr)
         pym_free_hooked(ptr);
         return;
     }
-    uintptr_t entry = pym_chunkmap_lookup((uintptr_t)ptr);
-    if (PYM_LIKELY(entry & PYM_CHUNK_LARGE)) { /* what reaches here most: large blocks */
-        pym_large_free((pym_large_t *)(entry & ~PYM_CHUNK_KIND_MASK), ptr);
-        return;
-    }
-    pym_free_generic(ptr, entry);
+    pym_free_generic(ptr, pym_chunkmap_lookup((uintptr_t)ptr));
 }
 
 /* Every free the fast path did not finish, with the whole proof: large

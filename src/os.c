@@ -237,26 +237,29 @@ uint64_t pym_os_now_ms(void)
     return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
 }
 
-bool pym_os_fence_register(void)
+/* membarrier(2), or false where the headers do not know the call. */
+static bool pym_os_membarrier(int command)
 {
 #ifdef SYS_membarrier
-    /* Registered once per process (a forked child must register again);
-     * kernels before 4.14, or a seccomp filter, refuse it. */
-    return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+    return syscall(SYS_membarrier, command, 0, 0) == 0;
 #else
+    (void)command;
     return false;
 #endif
 }
 
+bool pym_os_fence_register(void)
+{
+    /* Registered once per process (a forked child must register again);
+     * kernels before 4.14, or a seccomp filter, refuse it. */
+    return pym_os_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
+}
+
 bool pym_os_fence_all_threads(void)
 {
-#ifdef SYS_membarrier
     /* Every running thread of the process executes a full memory barrier
      * before this returns (an IPI to the CPUs running one). */
-    return syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
-#else
-    return false;
-#endif
+    return pym_os_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
 }
 
 long pym_os_thread_count(void)
